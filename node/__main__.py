@@ -1,0 +1,181 @@
+"""``python -m node``: flags -> Config -> a running node.
+
+Exit code 2 with a one-line reason on a bad flag, an unusable data dir, a
+data dir of another node, or an address in use. SIGTERM/SIGINT stop it
+gracefully; SIGKILL at any instant is safe (see node/storage.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from aiohttp import web
+
+from .config import Config, ConfigError, parse_election, parse_host_port, parse_peers, valid_id
+from .raft import Member, Membership, NodeId
+from .runtime import Runtime
+from .server import make_app
+from .statemachine import KVStateMachine
+from .storage import SqliteStorage, StorageError
+
+PROG = "raftnet-node"
+
+
+class StartupError(Exception):
+    """Exit 2 with this one-line reason."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise StartupError(message)
+
+
+def parse_args(argv: list[str]) -> Config:
+    p = _Parser(prog="python -m node", description="One raftnet Raft member.")
+    p.add_argument("--id", required=True)
+    p.add_argument("--listen", required=True, metavar="HOST:PORT")
+    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--peers", metavar="ID=HOST:PORT,...")
+    p.add_argument("--join", metavar="HOST:PORT")
+    p.add_argument("--heartbeat-ms", type=int, default=50)
+    p.add_argument("--election-timeout-ms", default="300:600", metavar="MIN:MAX")
+    p.add_argument("--snapshot-every", type=int, default=10_000, metavar="N")
+    p.add_argument("--secret-file", type=Path)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--request-timeout-ms", type=int, default=5000, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    try:
+        if not valid_id(a.id):
+            raise ConfigError(f"--id: {a.id!r} is not a valid node id (letters, digits, '-', '_', '.')")
+        host, port = parse_host_port(a.listen, "--listen")
+        peers = parse_peers(a.peers) if a.peers else None
+        if peers is not None and a.id not in peers:
+            raise ConfigError(f"--peers must list this node ({a.id}) too")
+        if peers is not None and a.join:
+            raise ConfigError("--peers and --join exclude each other")
+        if a.join:
+            parse_host_port(a.join, "--join")
+        election = parse_election(a.election_timeout_ms)
+        if a.heartbeat_ms <= 0 or a.heartbeat_ms >= election[0]:
+            raise ConfigError("--heartbeat-ms must be positive and below the minimum election timeout")
+        if a.snapshot_every < 0:
+            raise ConfigError("--snapshot-every must be >= 0 (0 disables snapshots)")
+        if a.request_timeout_ms <= 0:
+            raise ConfigError("--request-timeout-ms must be positive")
+        secret = None
+        if a.secret_file:
+            try:
+                secret = a.secret_file.read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"--secret-file: cannot read {a.secret_file}: {e.strerror}") from None
+            if not secret:
+                raise ConfigError(f"--secret-file: {a.secret_file} is empty")
+    except ConfigError as e:
+        raise StartupError(str(e)) from None
+    return Config(
+        id=a.id, host=host, port=port, data_dir=a.data_dir, peers=peers, join=a.join,
+        heartbeat_ms=a.heartbeat_ms, election_ms=election, snapshot_every=a.snapshot_every,
+        secret=secret, log_level=a.log_level, request_timeout_s=a.request_timeout_ms / 1000,
+    )
+
+
+def open_data_dir(cfg: Config) -> tuple[SqliteStorage, KVStateMachine, object, int]:
+    d = cfg.data_dir
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(d / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise StartupError(f"data dir {d} is not usable: {e.strerror}") from None
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise StartupError(f"data dir {d} is in use by another process") from None
+    if not os.access(d, os.R_OK | os.W_OK | os.X_OK):
+        raise StartupError(f"data dir {d} is not readable and writable")
+    try:
+        storage = SqliteStorage(d / "raft.db")
+        fsm = KVStateMachine()
+        state = storage.load(fsm)
+    except (StorageError, OSError, Exception) as e:  # sqlite3.DatabaseError and friends
+        raise StartupError(f"data dir {d} cannot be opened: {e}") from None
+    if state.empty:
+        if cfg.join:
+            storage.bootstrap(cfg.id, None, Membership())
+        else:
+            peers = cfg.peers or {cfg.id: cfg.address}
+            storage.bootstrap(cfg.id, cfg.cluster_id(),
+                              Membership.of([Member(NodeId(i), a) for i, a in peers.items()]))
+        state = storage.load(fsm)
+    elif state.node_id != cfg.id:
+        raise StartupError(f"data dir {d} belongs to node {state.node_id}, not {cfg.id}")
+    return storage, fsm, state, lock_fd
+
+
+def bind(cfg: Config) -> socket.socket:
+    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((cfg.host, cfg.port))
+    except OSError as e:
+        s.close()
+        reason = "address in use" if e.errno == errno.EADDRINUSE else e.strerror
+        raise StartupError(f"cannot listen on {cfg.address}: {reason}") from None
+    s.listen(1024)
+    s.setblocking(False)
+    return s
+
+
+async def serve(cfg: Config, storage: SqliteStorage, fsm: KVStateMachine, state: object, sock: socket.socket) -> int:
+    runtime = Runtime(cfg, storage, fsm, state)  # type: ignore[arg-type]
+    app = make_app(runtime, cfg)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    await runtime.start()
+    site = web.SockSite(runner, sock)
+    await site.start()
+    logging.getLogger("raftnet").info("node %s serving on %s (cluster %s)", cfg.id, cfg.address, runtime.cluster_id)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    drive = runtime.done
+    assert drive is not None
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, drive}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    code = 0
+    if drive.done() and not drive.cancelled() and drive.exception() is not None:
+        code = 1
+    await runtime.stop()
+    await runner.cleanup()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_args(sys.argv[1:] if argv is None else argv)
+        logging.basicConfig(
+            level=cfg.log_level.upper(), stream=sys.stderr,
+            format=f"%(asctime)s {cfg.id} %(levelname)s %(name)s: %(message)s",
+        )
+        sock = bind(cfg)
+        storage, fsm, state, _lock = open_data_dir(cfg)
+    except StartupError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(cfg, storage, fsm, state, sock))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

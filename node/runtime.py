@@ -1,0 +1,560 @@
+"""The driver: the only module that touches both the Raft core and I/O.
+
+One asyncio task (``_drive``) owns the core. HTTP handlers never call the
+core; they queue work (inbound messages, proposals, reads, admin calls) and
+wait on futures. The loop drains the queue, ticks the core, and handles each
+Ready in order: persist (one SQLite transaction in a worker thread, fsync),
+send, resolve waiters and reads, advance. While a transaction is being
+fsynced the event loop keeps accepting requests, which land in the next
+Ready: that is the group commit.
+
+Waiters are keyed by log index and remember the term of their proposal. An
+entry applied at that index with the same term is our command: its result is
+the answer. An entry with another term means ours can never commit: 503. No
+answer in time: 504 (it may still commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from . import metrics
+from .config import Config
+from .errors import (
+    BadRequestError,
+    IndeterminateError,
+    NotFoundError,
+    NotLeaderError,
+    RaftnetError,
+    UnavailableError,
+)
+from .raft import (
+    Index,
+    InitialState,
+    Member,
+    Membership,
+    MembershipChangeError,
+    Message,
+    NodeId,
+    ProposalDroppedError,
+    RaftCore,
+    Ready,
+    Role,
+    Term,
+)
+from .raft import NotLeaderError as CoreNotLeaderError
+from .statemachine import KVStateMachine, Result
+from .storage import LoadedState, SqliteStorage
+from .transport import HttpTransport
+
+log = logging.getLogger("raftnet.runtime")
+
+
+def _quiet(fut: "asyncio.Future[Any]") -> None:
+    """Nobody awaits ``fut`` any more: retrieve its outcome so asyncio does not warn."""
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+@dataclass
+class _Waiter:
+    term: Term
+    future: asyncio.Future[Result | None]
+
+
+@dataclass
+class _Inbox:
+    messages: list[Message] = field(default_factory=list)
+    calls: list[Callable[[], None]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.messages or self.calls)
+
+
+class Runtime:
+    def __init__(self, config: Config, storage: SqliteStorage, fsm: KVStateMachine, state: LoadedState) -> None:
+        self.config = config
+        self.storage = storage
+        self.fsm = fsm
+        self.cluster_id: str | None = state.cluster_id
+        self.core = RaftCore(
+            NodeId(config.id),
+            InitialState(state.hard_state, state.snapshot, state.entries, state.applied),
+            config.core_config(),
+            random.Random(),
+        )
+        self.transport = HttpTransport(
+            config.id, lambda: self.cluster_id, self._address_of, storage.snapshot,
+            self._report_unreachable, config.secret,
+        )
+        self._inbox = _Inbox()
+        self._wake = asyncio.Event()
+        self._tick_due = 0
+        self._waiters: dict[int, _Waiter] = {}
+        self._reads: dict[int, asyncio.Future[None]] = {}
+        self._read_ctx = 0
+        self._apply_waits: list[tuple[int, asyncio.Future[None]]] = []
+        self._known_addresses: dict[str, str] = {m.id: m.address for m in self.core.membership.members}
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage")
+        self._task: asyncio.Task[None] | None = None
+        self._join_task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self._stopping = False
+        self._last_role = self.core.role
+        self._last_term = self.core.term
+        self._last_leader: NodeId | None = None
+        self.fatal: BaseException | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.transport.start()
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.call_later(self.config.tick_s, self._on_tick)
+        self._task = asyncio.create_task(self._drive(), name="raft-drive")
+        if self.config.join and not self.core.membership.members:
+            self._join_task = asyncio.create_task(self._join(self.config.join), name="join")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for t in (self._join_task, self._task):
+            if t is not None:
+                t.cancel()
+                try:
+                    await t
+                except (asyncio.CancelledError, Exception):
+                    pass
+        for w in self._waiters.values():
+            if not w.future.done():
+                w.future.set_exception(IndeterminateError("node shutting down; the write may or may not apply"))
+        self._fail_reads(UnavailableError("node shutting down"))
+        await self.transport.close()
+        self._executor.shutdown(wait=True)
+        self.storage.close()
+
+    @property
+    def done(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    def _on_tick(self) -> None:
+        if self._stopping:
+            return
+        self._tick_due += 1
+        self._wake.set()
+        self._ticker = asyncio.get_running_loop().call_later(self.config.tick_s, self._on_tick)
+
+    # ------------------------------------------------------------------ the loop
+    async def _drive(self) -> None:
+        core = self.core
+        try:
+            while not self._stopping:
+                await self._wake.wait()
+                self._wake.clear()
+                ticks, self._tick_due = self._tick_due, 0
+                for _ in range(min(ticks, core.cfg.election_ticks[1])):
+                    core.tick()
+                inbox, self._inbox = self._inbox, _Inbox()
+                for m in inbox.messages:
+                    core.step(m)
+                for call in inbox.calls:
+                    call()
+                while (rd := core.ready()) is not None:
+                    await self._handle_ready(rd)
+                self._observe()
+                await self._maybe_snapshot()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # storage failure or a broken invariant: stop the process
+            log.critical("raft loop failed: %r", e, exc_info=True)
+            self.fatal = e
+            raise
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        results: list[Result | None] = []
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None or rd.committed:
+            loop = asyncio.get_running_loop()
+            with metrics.FSYNC_SECONDS.time():
+                results = await loop.run_in_executor(self._executor, self.storage.save, rd, self.fsm)
+        if rd.messages:
+            self.transport.send_all(rd.messages)
+        self.core.advance(rd)
+        if rd.snapshot is not None:
+            for idx in [i for i in self._waiters if i <= rd.snapshot.meta.index]:
+                w = self._waiters.pop(idx)
+                if not w.future.done():
+                    w.future.set_exception(IndeterminateError("outcome covered by a snapshot; retry with the same X-Request-Seq"))
+            for m in rd.snapshot.meta.membership.members:
+                self._known_addresses[m.id] = m.address
+        for e, r in zip(rd.committed, results or [None] * len(rd.committed)):
+            metrics.APPLIED.inc()
+            w = self._waiters.pop(e.index, None)
+            if w is None or w.future.done():
+                continue
+            if w.term == e.term:
+                w.future.set_result(r)
+            else:
+                w.future.set_exception(UnavailableError("leadership changed before the write committed; not applied"))
+        for r in rd.reads:
+            fut = self._reads.pop(r.ctx, None)
+            if fut is not None and not fut.done():
+                self._wait_applied(r.index, fut)
+        self._release_applied()
+
+    def _wait_applied(self, index: int, fut: asyncio.Future[None]) -> None:
+        if self.fsm.applied >= index:
+            fut.set_result(None)
+        else:
+            self._apply_waits.append((index, fut))
+
+    def _release_applied(self) -> None:
+        if not self._apply_waits:
+            return
+        keep = []
+        for index, fut in self._apply_waits:
+            if fut.done():
+                continue
+            if self.fsm.applied >= index:
+                fut.set_result(None)
+            else:
+                keep.append((index, fut))
+        self._apply_waits = keep
+
+    def _observe(self) -> None:
+        """Notice role and term changes: fail reads a deposed leader can no longer confirm."""
+        core = self.core
+        if core.role is not self._last_role or core.term != self._last_term:
+            if self._last_role is Role.LEADER:
+                self._fail_reads(UnavailableError("leadership lost; read not served"))
+            if core.role is Role.LEADER:
+                metrics.LEADER_CHANGES.inc()
+                log.info("became leader in term %d", core.term)
+            if core.role in (Role.CANDIDATE,):
+                metrics.ELECTIONS.inc()
+            self._last_role, self._last_term = core.role, core.term
+        if core.leader_id != self._last_leader:
+            self._last_leader = core.leader_id
+            log.info("term %d: leader is %s", core.term, core.leader_id)
+        for m in core.membership.members:
+            self._known_addresses[m.id] = m.address
+
+    def _fail_reads(self, err: RaftnetError) -> None:
+        for fut in self._reads.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._reads.clear()
+
+    async def _maybe_snapshot(self) -> None:
+        core = self.core
+        every = self.config.snapshot_every
+        if every <= 0 or core.applied - core.log.snapshot_index < every or core.applied > core.log.stable_index:
+            return
+        meta = core.snapshot_meta_at(core.applied)
+        loop = asyncio.get_running_loop()
+
+        def write() -> None:
+            self.storage.save_snapshot(meta, self.fsm.serialize())
+
+        await loop.run_in_executor(self._executor, write)
+        core.compact(meta.index)
+        metrics.SNAPSHOTS.inc()
+        log.info("snapshot at index %d; log compacted", meta.index)
+
+    # ------------------------------------------------------------------ plumbing
+    def _address_of(self, node_id: NodeId) -> str | None:
+        return self._known_addresses.get(node_id)
+
+    def _report_unreachable(self, peer: NodeId) -> None:
+        self._call(lambda: self.core.report_unreachable(peer))
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        self._inbox.calls.append(fn)
+        self._wake.set()
+
+    def deliver(self, msgs: list[Message]) -> None:
+        self._inbox.messages.extend(msgs)
+        self._wake.set()
+
+    def _check_serving(self) -> None:
+        if self._stopping:
+            raise UnavailableError("node shutting down")
+        if self.fatal is not None:
+            raise UnavailableError("node failed; restart it")
+
+    def not_leader(self) -> RaftnetError:
+        leader = self.core.leader_id
+        if leader is not None and leader != self.config.id:
+            addr = self._known_addresses.get(leader)
+            if addr:
+                return NotLeaderError(leader, addr)
+        return UnavailableError("no leader known; try again")
+
+    async def _run_in_loop(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` against the core inside the drive loop; return its value."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def call() -> None:
+            if fut.done():
+                return
+            try:
+                fut.set_result(fn())
+            except BaseException as e:
+                fut.set_exception(e)
+
+        self._call(call)
+        return await fut
+
+    # ------------------------------------------------------------------ client API
+    async def write(self, cmd: dict[str, Any]) -> Result:
+        """Propose a command and wait until it is committed and applied."""
+        self._check_serving()
+        client, seq = cmd.get("client"), cmd.get("seq")
+        if client is not None:
+            cached = self.fsm.cached(client, seq)
+            if cached is not None:
+                return cached
+        if self.core.role is not Role.LEADER:
+            raise self.not_leader()
+        data = json.dumps(cmd, separators=(",", ":"))
+        result: asyncio.Future[Result | None] = asyncio.get_running_loop().create_future()
+
+        def propose() -> None:
+            if result.done():
+                return
+            try:
+                idx = self.core.propose(data)
+            except CoreNotLeaderError:
+                result.set_exception(self.not_leader())
+                return
+            except ProposalDroppedError as e:
+                result.set_exception(UnavailableError(str(e)))
+                return
+            self._waiters[idx] = _Waiter(self.core.term, result)
+
+        self._call(propose)
+        metrics.PROPOSALS.inc()
+        try:
+            r = await asyncio.wait_for(asyncio.shield(result), self.config.request_timeout_s)
+        except asyncio.TimeoutError:
+            _quiet(result)
+            raise IndeterminateError("not confirmed in time; the write may or may not apply") from None
+        assert r is not None
+        if r.get("error") == "stale_request":
+            raise BadRequestError("X-Request-Seq is older than this client's session window")
+        return r
+
+    async def read_barrier(self) -> None:
+        """Return once a linearizable read may be served from local state (ReadIndex)."""
+        self._check_serving()
+        if self.core.role is not Role.LEADER:
+            raise self.not_leader()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._read_ctx += 1
+        ctx = self._read_ctx
+
+        def register() -> None:
+            if fut.done():
+                return
+            try:
+                self.core.read_index(ctx)
+            except CoreNotLeaderError:
+                fut.set_exception(self.not_leader())
+                return
+            self._reads[ctx] = fut
+
+        self._call(register)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.config.request_timeout_s)
+        except asyncio.TimeoutError:
+            self._reads.pop(ctx, None)
+            _quiet(fut)
+            raise UnavailableError("leadership not confirmed in time; read not served") from None
+
+    # ------------------------------------------------------------------ membership
+    def members(self) -> list[dict[str, Any]]:
+        return [{"id": m.id, "address": m.address, "voter": m.voter} for m in self.core.membership.members]
+
+    async def _change(self, build: Callable[[Membership], Membership]) -> None:
+        """Propose a configuration change and wait until it is committed."""
+        result: asyncio.Future[Result | None] = asyncio.get_running_loop().create_future()
+
+        def propose() -> None:
+            try:
+                new = build(self.core.membership)
+                idx = self.core.propose_membership(new)
+            except CoreNotLeaderError:
+                result.set_exception(self.not_leader())
+                return
+            except ProposalDroppedError as e:
+                result.set_exception(UnavailableError(str(e)))
+                return
+            except MembershipChangeError as e:
+                result.set_exception(BadRequestError(str(e)))
+                return
+            except RaftnetError as e:
+                result.set_exception(e)
+                return
+            self._waiters[idx] = _Waiter(self.core.term, result)
+
+        self._call(propose)
+        try:
+            await asyncio.wait_for(asyncio.shield(result), self.config.request_timeout_s)
+        except asyncio.TimeoutError:
+            _quiet(result)
+            raise IndeterminateError("membership change not confirmed in time") from None
+
+    async def _retry_change(self, build: Callable[[Membership], Membership], deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self._change(build)
+                return
+            except UnavailableError:
+                if loop.time() > deadline or self.core.role is not Role.LEADER:
+                    raise
+                await asyncio.sleep(0.05)  # the previous change or the no-op is committing
+
+    async def add_member(self, node_id: str, address: str) -> list[dict[str, Any]]:
+        """Add as a learner, wait for it to catch up, then promote it to voter (§4.2.1)."""
+        self._check_serving()
+        if self.core.role is not Role.LEADER:
+            raise self.not_leader()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(10.0, self.config.request_timeout_s)
+        cur = self.core.membership.get(node_id)
+        if cur is not None and cur.address != address:
+            raise BadRequestError(f"member {node_id} exists with address {cur.address}")
+        if cur is not None and cur.voter:
+            return self.members()
+        if cur is None:
+
+            def add(m: Membership) -> Membership:
+                if m.get(node_id) is not None:
+                    return m.with_member(m.get(node_id))  # type: ignore[arg-type]
+                return m.with_member(Member(NodeId(node_id), address, voter=False))
+
+            await self._retry_change(add, deadline)
+        while True:  # catch-up rounds: promote once its log reaches our commit index
+            if self.core.role is not Role.LEADER:
+                raise self.not_leader()
+            pr = self.core.progress(NodeId(node_id))
+            if pr is not None and pr.match_index >= self.core.commit:
+                break
+            if loop.time() > deadline:
+                raise IndeterminateError(f"{node_id} added as a learner but has not caught up yet; retry to promote")
+            await asyncio.sleep(0.02)
+
+        def promote(m: Membership) -> Membership:
+            x = m.get(node_id)
+            if x is None:
+                raise NotFoundError(f"member {node_id} was removed meanwhile")
+            return m.with_member(Member(x.id, x.address, voter=True))
+
+        await self._retry_change(promote, deadline)
+        return self.members()
+
+    async def remove_member(self, node_id: str) -> list[dict[str, Any]]:
+        self._check_serving()
+        if self.core.role is not Role.LEADER:
+            raise self.not_leader()
+        if self.core.membership.get(node_id) is None:
+            raise NotFoundError(f"no member {node_id}")
+        deadline = asyncio.get_running_loop().time() + max(10.0, self.config.request_timeout_s)
+
+        def remove(m: Membership) -> Membership:
+            if m.get(node_id) is None:
+                return m
+            return m.without(node_id)
+
+        await self._retry_change(remove, deadline)
+        return self.members()
+
+    async def transfer(self, to: str | None) -> str:
+        self._check_serving()
+        if self.core.role is not Role.LEADER:
+            raise self.not_leader()
+        if to is not None and to not in self.core.membership.voters:
+            raise BadRequestError(f"{to} is not a voting member")
+
+        def start() -> NodeId:
+            try:
+                return self.core.transfer_leadership(NodeId(to) if to else None)
+            except CoreNotLeaderError:
+                raise self.not_leader() from None
+            except MembershipChangeError as e:
+                raise BadRequestError(str(e)) from None
+
+        target = await self._run_in_loop(start)
+        if target == self.config.id:
+            return target
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2 * self.config.election_ms[1] / 1000 + 1.0
+        while loop.time() < deadline:
+            if self.core.leader_id == target and self.core.role is not Role.LEADER:
+                return target
+            await asyncio.sleep(0.01)
+        raise UnavailableError(f"leadership did not move to {target} in time")
+
+    # ------------------------------------------------------------------ joining
+    async def _join(self, target: str) -> None:
+        """A fresh node asks the cluster at ``target`` to add it, retrying until it is a member."""
+        headers = {"Authorization": f"Bearer {self.config.secret}"} if self.config.secret else {}
+        body = {"id": self.config.id, "address": self.config.address}
+        timeout = aiohttp.ClientTimeout(total=max(15.0, self.config.request_timeout_s + 10))
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as s:
+            addr = target
+            while not self._stopping:
+                try:
+                    if self.cluster_id is None:
+                        async with s.get(f"http://{addr}/v1/status") as r:
+                            st = await r.json()
+                            cid = st.get("cluster_id")
+                            if r.status == 200 and isinstance(cid, str):
+                                await asyncio.get_running_loop().run_in_executor(
+                                    self._executor, self.storage.set_cluster_id, cid)
+                                self.cluster_id = cid
+                            continue
+                    async with s.post(f"http://{addr}/v1/members", json=body, allow_redirects=False) as r:
+                        reply = await r.json(content_type=None)
+                        if r.status == 200:
+                            log.info("joined the cluster through %s", addr)
+                            return
+                        if r.status == 307 and isinstance(reply.get("leader"), dict):
+                            addr = reply["leader"]["address"]
+                            continue
+                        log.info("join via %s: HTTP %d %s", addr, r.status, reply.get("message"))
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+                    log.info("join via %s failed: %r", addr, e)
+                    addr = target
+                await asyncio.sleep(0.2)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        c = self.core
+        leader = c.leader_id
+        return {
+            "id": self.config.id,
+            "address": self.config.address,
+            "cluster_id": self.cluster_id,
+            "role": c.role.value,
+            "term": c.term,
+            "leader_id": leader,
+            "leader_address": self._known_addresses.get(leader) if leader else None,
+            "commit_index": c.commit,
+            "last_applied": self.fsm.applied,
+            "last_log_index": c.last_index,
+            "snapshot_index": c.log.snapshot_index,
+            "voted_for": c.voted_for,
+            "members": self.members(),
+        }
+
+    def applied_index(self) -> Index:
+        return self.fsm.applied

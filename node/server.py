@@ -1,0 +1,275 @@
+"""The HTTP surface of a node: the client API of CONTRACT.md section 2 and
+the peer endpoint ``POST /raft/messages``, on one listen address.
+
+Handlers are thin: validate, call the runtime, render. One middleware turns
+every ``RaftnetError`` (and any stray HTTP error) into
+``{"error", "message", ...}`` with the contract's status.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from . import metrics
+from .config import MAX_KEY_BYTES, Config, valid_id
+from .errors import (
+    BadRequestError,
+    CasFailedError,
+    ForbiddenError,
+    NotFoundError,
+    RaftnetError,
+    TooLargeError,
+    UnavailableError,
+)
+from .raft import Role
+from .runtime import Runtime
+from .wire import WireError, decode
+
+log = logging.getLogger("raftnet.server")
+
+MAX_RAFT_BODY = 512 << 20
+MAX_ADMIN_BODY = 64 << 10
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers, dumps=lambda o: json.dumps(o, separators=(",", ":")))
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        resp = await handler(request)
+    except RaftnetError as e:
+        headers = {"Location": _leader_location(request, e)} if e.status == 307 else None
+        resp = _json(e.status, e.body(), headers)
+    except web.HTTPException as e:
+        if e.status == 404:
+            resp = _json(404, {"error": "not_found", "message": f"no route {request.method} {request.path}"})
+        elif e.status == 405:
+            resp = _json(405, {"error": "bad_request", "message": f"method {request.method} not allowed here"})
+        elif e.status == 413:
+            resp = _json(413, {"error": "too_large", "message": "request body too large"})
+        elif e.status < 400:
+            raise
+        else:
+            resp = _json(e.status, {"error": "bad_request", "message": e.reason})
+    except Exception:  # a bug must not take the node down: log it and answer 500
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        resp = _json(500, {"error": "internal", "message": "internal error; see the node's log"})
+    metrics.HTTP_RESPONSES[resp.status] = metrics.HTTP_RESPONSES.get(resp.status, 0) + 1
+    return resp
+
+
+def _leader_location(request: web.Request, e: RaftnetError) -> str:
+    addr = getattr(e, "address", "")
+    return f"http://{addr}{request.rel_url}"
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLargeError(f"body of {request.content_length} bytes is over the limit of {limit}")
+    data = await request.content.read(limit + 1)
+    if len(data) > limit:
+        raise TooLargeError(f"body is over the limit of {limit} bytes")
+    return data
+
+
+async def _json_body(request: web.Request, limit: int) -> dict[str, Any]:
+    raw = await _read_body(request, limit)
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequestError("body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequestError("body must be a JSON object")
+    return body
+
+
+class Api:
+    def __init__(self, runtime: Runtime, config: Config) -> None:
+        self.rt = runtime
+        self.config = config
+        self._value_body_limit = config.max_value_bytes * 6 + 4096  # worst-case JSON escaping
+
+    # ------------------------------------------------------------------ helpers
+    def _key(self, request: web.Request) -> str:
+        raw = request.match_info.get("key", "")
+        key = unquote(raw, errors="strict") if "%" in raw else raw
+        if not key:
+            raise BadRequestError("empty key")
+        if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+            raise BadRequestError(f"key longer than {MAX_KEY_BYTES} bytes")
+        return key
+
+    def _value(self, body: dict[str, Any], field: str, nullable: bool = False) -> str | None:
+        if field not in body:
+            if nullable:
+                raise BadRequestError(f"missing field {field!r} (use null for 'absent')")
+            raise BadRequestError(f"missing field {field!r}")
+        v = body[field]
+        if v is None and nullable:
+            return None
+        if not isinstance(v, str):
+            raise BadRequestError(f"field {field!r} must be a string" + (" or null" if nullable else ""))
+        if len(v.encode("utf-8", "surrogatepass")) > self.config.max_value_bytes:
+            raise TooLargeError(f"value over {self.config.max_value_bytes} bytes")
+        return v
+
+    def _session(self, request: web.Request, cmd: dict[str, Any]) -> dict[str, Any]:
+        client, seq = request.headers.get("X-Client-Id"), request.headers.get("X-Request-Seq")
+        if client is None and seq is None:
+            return cmd
+        if client is None or seq is None:
+            raise BadRequestError("X-Client-Id and X-Request-Seq go together")
+        if not client or len(client) > 256:
+            raise BadRequestError("X-Client-Id must be 1..256 characters")
+        if not seq.isdigit() or len(seq) > 18:
+            raise BadRequestError("X-Request-Seq must be a non-negative integer")
+        return {**cmd, "client": client, "seq": int(seq)}
+
+    async def _write(self, request: web.Request, cmd: dict[str, Any]) -> web.Response:
+        result = await self.rt.write(self._session(request, cmd))
+        if result.get("error") == "cas_failed":
+            raise CasFailedError("compare-and-set precondition is false", current=result.get("current"))
+        return _json(200, {"index": result["index"]})
+
+    # ------------------------------------------------------------------ kv
+    async def put(self, request: web.Request) -> web.Response:
+        key = self._key(request)
+        body = await _json_body(request, self._value_body_limit)
+        return await self._write(request, {"op": "put", "key": key, "value": self._value(body, "value")})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        key = self._key(request)
+        return await self._write(request, {"op": "delete", "key": key})
+
+    async def cas(self, request: web.Request) -> web.Response:
+        key = self._key(request)
+        body = await _json_body(request, self._value_body_limit)
+        expect = self._value(body, "expect", nullable=True)
+        return await self._write(request, {"op": "cas", "key": key, "expect": expect, "value": self._value(body, "value")})
+
+    async def get(self, request: web.Request) -> web.Response:
+        key = self._key(request)
+        stale = request.query.get("stale", "false").lower()
+        if stale not in ("true", "false", "1", "0"):
+            raise BadRequestError("stale must be true or false")
+        if stale in ("false", "0"):
+            await self.rt.read_barrier()
+        got = self.rt.fsm.get(key)
+        if got is None:
+            raise NotFoundError(f"key {key!r} not found")
+        return _json(200, {"value": got[0], "index": got[1]})
+
+    # ------------------------------------------------------------------ cluster
+    async def status(self, request: web.Request) -> web.Response:
+        return _json(200, self.rt.status())
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.rt.fatal is not None:
+            return _json(503, {"error": "unavailable", "message": "raft loop failed"})
+        return _json(200, {"ok": True, "id": self.config.id})
+
+    async def members(self, request: web.Request) -> web.Response:
+        return _json(200, {"members": self.rt.members()})
+
+    async def add_member(self, request: web.Request) -> web.Response:
+        body = await _json_body(request, MAX_ADMIN_BODY)
+        node_id, address = body.get("id"), body.get("address")
+        if not isinstance(node_id, str) or not valid_id(node_id):
+            raise BadRequestError("id must be a string of letters, digits, '-', '_' or '.'")
+        if not isinstance(address, str) or address.rpartition(":")[2].isdigit() is False:
+            raise BadRequestError("address must be HOST:PORT")
+        return _json(200, {"members": await self.rt.add_member(node_id, address)})
+
+    async def remove_member(self, request: web.Request) -> web.Response:
+        node_id = request.match_info["id"]
+        return _json(200, {"members": await self.rt.remove_member(node_id)})
+
+    async def transfer(self, request: web.Request) -> web.Response:
+        body = await _json_body(request, MAX_ADMIN_BODY) if request.can_read_body else {}
+        to = body.get("to")
+        if to is not None and not isinstance(to, str):
+            raise BadRequestError("to must be a member id")
+        leader = await self.rt.transfer(to)
+        return _json(200, {"leader": leader})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        c = self.rt.core
+        text = metrics.render({
+            "raftnet_term": c.term,
+            "raftnet_commit_index": c.commit,
+            "raftnet_last_applied": self.rt.fsm.applied,
+            "raftnet_last_log_index": c.last_index,
+            "raftnet_snapshot_index": c.log.snapshot_index,
+            "raftnet_is_leader": 1 if c.role is Role.LEADER else 0,
+            "raftnet_transport_sent_total": self.rt.transport.sent,
+            "raftnet_transport_dropped_total": self.rt.transport.dropped,
+        })
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+    # ------------------------------------------------------------------ peers
+    async def raft(self, request: web.Request) -> web.Response:
+        body = await _json_body(request, MAX_RAFT_BODY)
+        if self.rt.cluster_id is None:
+            raise UnavailableError("this node does not know its cluster yet")
+        if not isinstance(body.get("cluster"), str) or not hmac.compare_digest(
+            body["cluster"].encode(), self.rt.cluster_id.encode()
+        ):
+            raise ForbiddenError(f"cluster id mismatch: this node is in cluster {self.rt.cluster_id}")
+        raw = body.get("msgs")
+        if not isinstance(raw, list):
+            raise BadRequestError("msgs must be a list")
+        try:
+            msgs = [decode(m) for m in raw]
+        except WireError as e:
+            raise BadRequestError(f"malformed raft message: {e}") from None
+        if any(m.dst != self.config.id or m.src != body.get("from") for m in msgs):
+            raise BadRequestError("messages addressed to another node or from another sender")
+        self.rt.deliver(msgs)
+        return web.Response(status=204)
+
+
+def _secret_middleware(secret: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    expected = f"Bearer {secret}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != "/v1/health":
+            got = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(got, expected):
+                raise ForbiddenError("wrong or missing cluster secret")
+        return await handler(request)
+
+    return check
+
+
+def make_app(runtime: Runtime, config: Config) -> web.Application:
+    middlewares: list[Any] = [_errors]
+    if config.secret:
+        middlewares.append(_secret_middleware(config.secret))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_RAFT_BODY)
+    api = Api(runtime, config)
+    r = app.router
+    r.add_put("/v1/kv/{key}", api.put)
+    r.add_get("/v1/kv/{key}", api.get, allow_head=False)
+    r.add_delete("/v1/kv/{key}", api.delete)
+    r.add_post("/v1/kv/{key}/cas", api.cas)
+    r.add_get("/v1/status", api.status, allow_head=False)
+    r.add_get("/v1/health", api.health, allow_head=False)
+    r.add_get("/v1/members", api.members, allow_head=False)
+    r.add_post("/v1/members", api.add_member)
+    r.add_delete("/v1/members/{id}", api.remove_member)
+    r.add_post("/v1/leader/transfer", api.transfer)
+    r.add_get("/metrics", api.metrics, allow_head=False)
+    r.add_post("/raft/messages", api.raft)
+    return app

@@ -1,0 +1,161 @@
+"""The key-value state machine: apply, snapshot, restore, and exactly-once
+client sessions.
+
+State lives twice: in memory (dicts, for reads) and in SQLite (tables ``kv``
+and ``sessions``, for durability). ``apply`` writes both, on the connection
+and inside the transaction the storage opened for the whole Ready, so the
+applied index and the data it describes are always durable together.
+
+A command is JSON: ``{"op": "put"|"delete"|"cas", "key": K, "value": V,
+"expect": E, "client": C, "seq": S}``. The result of each command is JSON
+too: ``{"index": N}`` or ``{"error": "cas_failed", "current": X}``. A client
+session keeps the results of the client's last ``SESSION_WINDOW`` sequence
+numbers, so a retry returns the first outcome and is applied at most once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import zlib
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from .raft import Entry, EntryKind, Index
+
+SESSION_WINDOW = 32
+MAX_SESSIONS = 10_000
+
+Result = dict[str, Any]
+
+
+class StateMachine(Protocol):
+    applied: Index
+
+    def apply(self, conn: sqlite3.Connection | None, entries: Iterable[Entry]) -> list[Result | None]: ...
+    def serialize(self) -> bytes: ...
+    def restore(self, conn: sqlite3.Connection | None, data: bytes, index: Index) -> None: ...
+
+
+class KVStateMachine:
+    """Deterministic: the same entries give the same state and results on every node."""
+
+    def __init__(self) -> None:
+        self.applied: Index = Index(0)
+        self.kv: dict[str, tuple[str, int]] = {}  # key -> (value, index of last change)
+        self.sessions: dict[str, dict[int, tuple[str, int]]] = {}  # client -> seq -> (result json, index)
+        self.session_last: dict[str, int] = {}  # client -> index of its last command
+
+    # ------------------------------------------------------------------ reads
+    def get(self, key: str) -> tuple[str, int] | None:
+        return self.kv.get(key)
+
+    def cached(self, client: str, seq: int) -> Result | None:
+        s = self.sessions.get(client)
+        if s is not None and seq in s:
+            return dict(json.loads(s[seq][0]))
+        return None
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, conn: sqlite3.Connection | None, entries: Iterable[Entry]) -> list[Result | None]:
+        out: list[Result | None] = []
+        kv_rows: dict[str, tuple[str, int] | None] = {}
+        sess_rows: list[tuple[str, int, str, int]] = []
+        sess_drop: list[tuple[str, int]] = []
+        evicted: list[str] = []
+        for e in entries:
+            assert e.index == self.applied + 1, f"apply {e.index} after {self.applied}"
+            self.applied = e.index
+            if e.kind is not EntryKind.NORMAL:
+                out.append(None)
+                continue
+            cmd = json.loads(e.data)
+            client, seq = cmd.get("client"), cmd.get("seq")
+            if client is not None:
+                s = self.sessions.setdefault(client, {})
+                if seq in s:
+                    out.append(dict(json.loads(s[seq][0])))  # a retry: the first outcome
+                    continue
+                if s and seq < min(s):
+                    out.append({"error": "stale_request"})
+                    continue
+            result = self._execute(cmd, e.index, kv_rows)
+            if client is not None:
+                text = json.dumps(result, separators=(",", ":"))
+                s[seq] = (text, e.index)
+                self.session_last[client] = e.index
+                sess_rows.append((client, seq, text, e.index))
+                while len(s) > SESSION_WINDOW:
+                    old = min(s)
+                    del s[old]
+                    sess_drop.append((client, old))
+                if len(self.sessions) > MAX_SESSIONS:
+                    victim = min(self.session_last, key=lambda c: (self.session_last[c], c))
+                    del self.sessions[victim], self.session_last[victim]
+                    evicted.append(victim)
+            out.append(result)
+        if conn is not None:
+            ups = [(k, v[0], v[1]) for k, v in kv_rows.items() if v is not None]
+            dels = [(k,) for k, v in kv_rows.items() if v is None]
+            if ups:
+                conn.executemany("INSERT OR REPLACE INTO kv(key, value, mod) VALUES (?, ?, ?)", ups)
+            if dels:
+                conn.executemany("DELETE FROM kv WHERE key = ?", dels)
+            if sess_rows:
+                conn.executemany("INSERT OR REPLACE INTO sessions(client, seq, result, idx) VALUES (?,?,?,?)",
+                                 sess_rows)
+            if sess_drop:
+                conn.executemany("DELETE FROM sessions WHERE client = ? AND seq = ?", sess_drop)
+            if evicted:
+                conn.executemany("DELETE FROM sessions WHERE client = ?", [(c,) for c in evicted])
+        return out
+
+    def _execute(self, cmd: dict[str, Any], index: int, rows: dict[str, tuple[str, int] | None]) -> Result:
+        op, key = cmd["op"], cmd["key"]
+        if op == "put":
+            self.kv[key] = (cmd["value"], index)
+        elif op == "delete":
+            if key in self.kv:
+                del self.kv[key]
+                rows[key] = None
+            return {"index": index}
+        elif op == "cas":
+            cur = self.kv.get(key)
+            current = cur[0] if cur is not None else None
+            if current != cmd["expect"]:
+                return {"error": "cas_failed", "current": current}
+            self.kv[key] = (cmd["value"], index)
+        else:
+            raise AssertionError(f"unknown op {op!r} in a committed entry")
+        rows[key] = self.kv[key]
+        return {"index": index}
+
+    # ------------------------------------------------------------------ snapshots
+    def serialize(self) -> bytes:
+        doc = {
+            "applied": self.applied,
+            "kv": [[k, v, i] for k, (v, i) in self.kv.items()],
+            "sessions": [[c, seq, r, i] for c, s in self.sessions.items() for seq, (r, i) in s.items()],
+        }
+        return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
+
+    def restore(self, conn: sqlite3.Connection | None, data: bytes, index: Index) -> None:
+        doc = json.loads(zlib.decompress(data)) if data else {"kv": [], "sessions": []}
+        self.load(((k, v, i) for k, v, i in doc["kv"]), ((c, s, r, i) for c, s, r, i in doc["sessions"]), index)
+        if conn is not None:
+            conn.execute("DELETE FROM kv")
+            conn.execute("DELETE FROM sessions")
+            conn.executemany("INSERT INTO kv(key, value, mod) VALUES (?, ?, ?)",
+                             [(k, v, i) for k, (v, i) in self.kv.items()])
+            conn.executemany("INSERT INTO sessions(client, seq, result, idx) VALUES (?,?,?,?)",
+                             [(c, seq, r, i) for c, s in self.sessions.items() for seq, (r, i) in s.items()])
+
+    def load(self, kv: Iterable[tuple[str, str, int]], sessions: Iterable[tuple[str, int, str, int]],
+             applied: Index) -> None:
+        self.kv = {k: (v, i) for k, v, i in kv}
+        self.sessions = {}
+        self.session_last = {}
+        for c, seq, r, i in sorted(sessions, key=lambda row: (row[3], row[0], row[1])):
+            self.sessions.setdefault(c, {})[seq] = (r, i)
+            self.session_last[c] = max(self.session_last.get(c, 0), i)
+        self.applied = applied

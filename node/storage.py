@@ -1,0 +1,218 @@
+"""Durable storage of one node: hard state, log, snapshot and the state
+machine's tables, in one SQLite database (WAL, synchronous=FULL).
+
+Fsync discipline: ``save`` writes a whole Ready in ONE transaction (snapshot,
+entries, term/vote/commit, then the committed entries applied to the state
+machine and the applied index) and commits it before the driver sends any
+message of that Ready. A transaction that carries log or term/vote changes is
+fsynced (synchronous=FULL); one that only applies already-committed entries
+is not (synchronous=NORMAL): those entries are durable in the log already,
+and WAL order means a later fsync covers it, so a power cut can at worst make
+the node re-apply them from its log, atomically with the applied index.
+
+An I/O error or a corrupt row raises and stops the process: a restart from
+disk is always safe, running on after a failed write is not.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlite_utils
+
+from .raft import Entry, EntryKind, HardState, Index, Membership, NodeId, Ready, Snapshot, SnapshotMeta, Term
+from .statemachine import KVStateMachine, Result, StateMachine
+
+SCHEMA_VERSION = 1
+_KINDS = {k.value: k for k in EntryKind}
+
+
+class StorageError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoadedState:
+    node_id: str | None
+    cluster_id: str | None
+    hard_state: HardState
+    snapshot: SnapshotMeta
+    entries: tuple[Entry, ...]
+    applied: Index
+
+    @property
+    def empty(self) -> bool:
+        return self.node_id is None
+
+
+class LogStore(Protocol):
+    def load(self, fsm: KVStateMachine) -> LoadedState: ...
+    def bootstrap(self, node_id: str, cluster_id: str | None, membership: Membership) -> None: ...
+    def set_cluster_id(self, cluster_id: str) -> None: ...
+    def save(self, rd: Ready, fsm: StateMachine) -> list[Result | None]: ...
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None: ...
+    def snapshot(self) -> Snapshot: ...
+    def close(self) -> None: ...
+
+
+class SqliteStorage:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        self._sync = "FULL"
+        self._create()
+        self._snapshot_cache: Snapshot | None = None
+
+    def _create(self) -> None:
+        db = self.db
+        if "meta" not in db.table_names():
+            with self._tx():
+                db["meta"].create({"key": str, "value": str}, pk="key")
+                db["log"].create({"idx": int, "term": int, "kind": str, "data": str}, pk="idx")
+                db["snapshot"].create(
+                    {"id": int, "idx": int, "term": int, "membership": str, "data": bytes}, pk="id"
+                )
+                db["kv"].create({"key": str, "value": str, "mod": int}, pk="key")
+                db["sessions"].create({"client": str, "seq": int, "result": str, "idx": int}, pk=("client", "seq"))
+                self.conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    def _tx(self) -> "_Transaction":
+        return _Transaction(self.conn)
+
+    def _meta(self) -> dict[str, str]:
+        return {k: v for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def _set_meta(self, **kv: Any) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+            [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in kv.items()],
+        )
+
+    # ------------------------------------------------------------------ start-up
+    def load(self, fsm: KVStateMachine) -> LoadedState:
+        meta = self._meta()
+        try:
+            if meta.get("schema") != str(SCHEMA_VERSION):
+                raise StorageError(f"unknown schema version {meta.get('schema')!r}")
+            hs = HardState(
+                Term(int(meta.get("term", "0"))),
+                NodeId(json.loads(meta["voted_for"])) if json.loads(meta.get("voted_for", "null")) else None,
+                Index(int(meta.get("commit", "0"))),
+            )
+            row = self.conn.execute("SELECT idx, term, membership FROM snapshot WHERE id = 1").fetchone()
+            snap = (SnapshotMeta(Index(row[0]), Term(row[1]), Membership.from_json(row[2])) if row
+                    else SnapshotMeta(Index(0), Term(0), Membership()))
+            entries = tuple(
+                Entry(Index(i), Term(t), _KINDS[k], d)
+                for i, t, k, d in self.conn.execute("SELECT idx, term, kind, data FROM log WHERE idx > ? ORDER BY idx",
+                                                    (snap.index,))
+            )
+            applied = Index(int(meta.get("applied", "0")))
+            for n, e in enumerate(entries):
+                if e.index != snap.index + 1 + n:
+                    raise StorageError(f"log has a gap before index {e.index}")
+            if applied < snap.index or applied > snap.index + len(entries):
+                raise StorageError(f"applied index {applied} outside the stored log")
+            fsm.load(self.conn.execute("SELECT key, value, mod FROM kv"),
+                     self.conn.execute("SELECT client, seq, result, idx FROM sessions").fetchall(), applied)
+        except (KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
+            raise StorageError(f"corrupt data dir {self.path}: {e}") from e
+        return LoadedState(meta.get("node_id"), meta.get("cluster_id"), hs, snap, entries, applied)
+
+    def bootstrap(self, node_id: str, cluster_id: str | None, membership: Membership) -> None:
+        """First start: record who we are and the initial configuration (a snapshot at index 0)."""
+        with self._tx():
+            self._set_meta(node_id=node_id, term="0", voted_for="null", commit="0", applied="0")
+            if cluster_id:
+                self._set_meta(cluster_id=cluster_id)
+            self.conn.execute(
+                "INSERT OR REPLACE INTO snapshot(id, idx, term, membership, data) VALUES (1, 0, 0, ?, ?)",
+                (membership.to_json(), b""),
+            )
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        with self._tx():
+            self._set_meta(cluster_id=cluster_id)
+
+    # ------------------------------------------------------------------ the hot path
+    def save(self, rd: Ready, fsm: StateMachine) -> list[Result | None]:
+        durable = rd.hard_state is not None or bool(rd.entries) or rd.snapshot is not None
+        self._set_sync("FULL" if durable else "NORMAL")
+        c = self.conn
+        with self._tx():
+            if rd.snapshot is not None:
+                s = rd.snapshot
+                c.execute("DELETE FROM log")
+                c.execute(
+                    "INSERT OR REPLACE INTO snapshot(id, idx, term, membership, data) VALUES (1, ?, ?, ?, ?)",
+                    (s.meta.index, s.meta.term, s.meta.membership.to_json(), s.data),
+                )
+                fsm.restore(c, s.data, s.meta.index)
+                self._set_meta(applied=str(s.meta.index))
+                self._snapshot_cache = s
+            if rd.entries:
+                c.execute("DELETE FROM log WHERE idx >= ?", (rd.entries[0].index,))
+                c.executemany(
+                    "INSERT INTO log(idx, term, kind, data) VALUES (?, ?, ?, ?)",
+                    [(e.index, e.term, e.kind.value, e.data) for e in rd.entries],
+                )
+            if rd.hard_state is not None:
+                hs = rd.hard_state
+                self._set_meta(term=str(hs.term), voted_for=json.dumps(hs.voted_for), commit=str(hs.commit))
+            results: list[Result | None] = []
+            if rd.committed:
+                results = fsm.apply(c, rd.committed)
+                self._set_meta(applied=str(fsm.applied))
+        return results
+
+    def _set_sync(self, mode: str) -> None:
+        if mode != self._sync:
+            self.conn.execute(f"PRAGMA synchronous={mode}")
+            self._sync = mode
+
+    # ------------------------------------------------------------------ snapshots
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Compaction: store the image at ``meta.index`` and drop the log it covers."""
+        self._set_sync("FULL")
+        with self._tx():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO snapshot(id, idx, term, membership, data) VALUES (1, ?, ?, ?, ?)",
+                (meta.index, meta.term, meta.membership.to_json(), data),
+            )
+            self.conn.execute("DELETE FROM log WHERE idx <= ?", (meta.index,))
+        self._snapshot_cache = Snapshot(meta, data)
+
+    def snapshot(self) -> Snapshot:
+        if self._snapshot_cache is None:
+            row = self.conn.execute("SELECT idx, term, membership, data FROM snapshot WHERE id = 1").fetchone()
+            if row is None:
+                raise StorageError("no snapshot stored")
+            self._snapshot_cache = Snapshot(
+                SnapshotMeta(Index(row[0]), Term(row[1]), Membership.from_json(row[2])), bytes(row[3] or b"")
+            )
+        return self._snapshot_cache
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")

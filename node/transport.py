@@ -1,0 +1,136 @@
+"""Peer transport: Raft messages over HTTP on pooled keep-alive connections.
+
+One sender task per peer posts batches to ``/raft/messages`` one request at a
+time, so a peer receives our messages in the order we sent them; whatever
+queued while a request was in flight goes in the next batch (batching under
+load for free). Delivery is fire-and-forget: on an error or a timeout the
+batch is dropped, the core is told the peer is unreachable, and Raft's own
+retries take over. The queue per peer is bounded; past the bound the oldest
+messages are dropped, as a lossy network would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+
+import aiohttp
+
+from .raft import InstallSnapshot, Message, NodeId, Snapshot
+from .wire import encode
+
+log = logging.getLogger("raftnet.transport")
+
+MAX_QUEUE = 20_000
+MAX_BATCH_BYTES = 8 << 20
+RPC_TIMEOUT_S = 2.0
+SNAPSHOT_TIMEOUT_S = 60.0
+
+
+class HttpTransport:
+    def __init__(
+        self,
+        node_id: str,
+        cluster_id: Callable[[], str | None],
+        address_of: Callable[[NodeId], str | None],
+        snapshot: Callable[[], Snapshot],
+        on_unreachable: Callable[[NodeId], None],
+        secret: str | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self._cluster_id = cluster_id
+        self._address_of = address_of
+        self._snapshot = snapshot
+        self._on_unreachable = on_unreachable
+        self._headers = {"Content-Type": "application/json"}
+        if secret:
+            self._headers["Authorization"] = f"Bearer {secret}"
+        self._queues: dict[NodeId, deque[Message]] = {}
+        self._events: dict[NodeId, asyncio.Event] = {}
+        self._tasks: dict[NodeId, asyncio.Task[None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self.sent = 0
+        self.dropped = 0
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=4, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=RPC_TIMEOUT_S, connect=1.0),
+        )
+
+    async def close(self) -> None:
+        for t in self._tasks.values():
+            t.cancel()
+        for t in list(self._tasks.values()):
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def send_all(self, msgs: "tuple[Message, ...] | list[Message]") -> None:
+        for m in msgs:
+            q = self._queues.get(m.dst)
+            if q is None:
+                q = self._queues[m.dst] = deque()
+                self._events[m.dst] = asyncio.Event()
+            if len(q) >= MAX_QUEUE:
+                q.popleft()
+                self.dropped += 1
+            q.append(m)
+            self._events[m.dst].set()
+            if m.dst not in self._tasks and self._session is not None:
+                self._tasks[m.dst] = asyncio.create_task(self._sender(m.dst), name=f"send-{m.dst}")
+
+    async def _sender(self, peer: NodeId) -> None:
+        q, ev = self._queues[peer], self._events[peer]
+        while True:
+            await ev.wait()
+            ev.clear()
+            while q:
+                batch, size = [], 0
+                while q and size < MAX_BATCH_BYTES:
+                    m = q.popleft()
+                    if isinstance(m, InstallSnapshot):
+                        snap = self._snapshot()
+                        if snap.meta.index != m.meta.index:
+                            continue  # compacted again since: the core will ask anew
+                        m = replace(m, data=snap.data)
+                        size += len(snap.data)
+                    d = encode(m)
+                    batch.append(d)
+                    size += 64 + sum(len(e[3]) for e in d.get("e", ()))
+                if batch:
+                    await self._post(peer, batch, big=size > MAX_BATCH_BYTES // 4)
+
+    async def _post(self, peer: NodeId, batch: list[dict[str, object]], big: bool) -> None:
+        addr = self._address_of(peer)
+        if addr is None or self._session is None:
+            self.dropped += len(batch)
+            return
+        body = json.dumps({"cluster": self._cluster_id(), "from": self.node_id, "msgs": batch},
+                          separators=(",", ":"))
+        timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S if big else RPC_TIMEOUT_S, connect=1.0)
+        try:
+            async with self._session.post(f"http://{addr}/raft/messages", data=body, headers=self._headers,
+                                          timeout=timeout) as resp:
+                await resp.read()
+                if resp.status >= 300:
+                    log.warning("peer %s refused %d messages: HTTP %d", peer, len(batch), resp.status)
+                    self.dropped += len(batch)
+                    self._on_unreachable(peer)
+                    return
+            self.sent += len(batch)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            log.debug("peer %s unreachable: %r", peer, e)
+            self.dropped += len(batch)
+            self._on_unreachable(peer)
+            # a dead peer: do not spin; Raft retries on its heartbeat anyway
+            await asyncio.sleep(0.02)
