@@ -38,6 +38,7 @@ from .errors import (
     UnavailableError,
 )
 from .raft import (
+    AppendEntries,
     Index,
     InitialState,
     Member,
@@ -110,6 +111,7 @@ class Runtime:
         self._stopping = False
         self._last_role = self.core.role
         self._last_term = self.core.term
+        self._durable_vote = (state.hard_state.term, state.hard_state.voted_for)
         self._last_leader: NodeId | None = None
         self.fatal: BaseException | None = None
 
@@ -180,12 +182,23 @@ class Runtime:
 
     async def _handle_ready(self, rd: Ready) -> None:
         results: list[Result | None] = []
-        if rd.hard_state is not None or rd.entries or rd.snapshot is not None or rd.committed:
+        late = rd.messages
+        hs = rd.hard_state
+        if self.core.role is Role.LEADER and (hs is None or (hs.term, hs.voted_for) == self._durable_vote):
+            # §10.2.1: a leader may replicate in parallel with its own disk write; its own
+            # copy counts toward commitment only after advance() (log.stable_index).
+            early = [m for m in rd.messages if isinstance(m, AppendEntries)]
+            if early:
+                self.transport.send_all(early)
+                late = tuple(m for m in rd.messages if not isinstance(m, AppendEntries))
+        if hs is not None or rd.entries or rd.snapshot is not None or rd.committed:
             loop = asyncio.get_running_loop()
             with metrics.FSYNC_SECONDS.time():
                 results = await loop.run_in_executor(self._executor, self.storage.save, rd, self.fsm)
-        if rd.messages:
-            self.transport.send_all(rd.messages)
+            if hs is not None:
+                self._durable_vote = (hs.term, hs.voted_for)
+        if late:
+            self.transport.send_all(late)
         self.core.advance(rd)
         if rd.snapshot is not None:
             for idx in [i for i in self._waiters if i <= rd.snapshot.meta.index]:

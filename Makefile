@@ -1,0 +1,46 @@
+# raftnet: every target installs what it needs; a second run is quick.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help setup sysdeps test test-partitions test-fast bench demo clean-runs clean
+
+help:
+	@echo "make demo              set up, then run the main job (sudo for the namespace run)"
+	@echo "make test              the whole suite (as root it includes the namespace tests)"
+	@echo "make test-partitions   only the namespace scenarios (needs root or user namespaces)"
+	@echo "make bench             throughput, latency and failover figures (JSON in bench-results/)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "make: cannot create a venv; install python3-venv" >&2; exit 2; }
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+sysdeps:
+	@sh scripts/install-sysdeps.sh
+
+setup: $(STAMP) sysdeps
+
+test: setup
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -n auto -m "not slow and not netns" $(PYTEST_ARGS)
+
+test-partitions: setup
+	$(BIN)/python -m pytest -n auto -m netns $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python scripts/bench.py
+
+demo: setup
+	$(BIN)/python scripts/demo_local.py
+
+clean-runs:
+	rm -rf runs bench-results
+
+clean: clean-runs
+	rm -rf $(VENV) *.egg-info

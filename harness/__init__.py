@@ -1,0 +1,1 @@
+"""raftnet harness: clusters of real node processes, faults, histories, checking."""

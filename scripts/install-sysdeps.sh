@@ -1,0 +1,27 @@
+#!/bin/sh
+# Installs the Debian/Ubuntu packages raftnet's harness needs when they are
+# missing and we are root: nftables and iptables (partitions, packet loss),
+# iproute2 (for humans), wrk (the benchmark's load generator).
+# Quick when everything is there; a no-op (with a hint) when not root.
+set -eu
+missing=""
+command -v nft >/dev/null 2>&1 || missing="$missing nftables"
+command -v iptables >/dev/null 2>&1 || missing="$missing iptables"
+command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+if [ "${RAFTNET_WITH_WRK:-0}" = 1 ]; then
+  command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+fi
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "note: missing system packages:$missing (run 'sudo make setup' to install them; namespace tests need them)" >&2
+  exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "note: missing system packages:$missing and no apt-get here; install them by hand" >&2
+  exit 0
+fi
+echo "installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
