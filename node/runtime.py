@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import random
@@ -39,6 +40,7 @@ from .errors import (
 )
 from .raft import (
     AppendEntries,
+    Entry,
     Index,
     InitialState,
     Member,
@@ -191,12 +193,24 @@ class Runtime:
             if early:
                 self.transport.send_all(early)
                 late = tuple(m for m in rd.messages if not isinstance(m, AppendEntries))
-        if hs is not None or rd.entries or rd.snapshot is not None or rd.committed:
-            loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        durable = self.core.log.stable_index
+        if rd.entries:
+            durable = min(durable, rd.entries[0].index - 1)
+        if rd.committed and rd.snapshot is None and rd.committed[-1].index <= durable:
+            # Entries already durable in our log: apply and answer the clients now,
+            # without waiting for the fsync of the entries that follow them.
+            results = await loop.run_in_executor(self._executor, self.storage.apply, rd.committed, self.fsm)
+            self._resolve(rd.committed, results)
+            rd_log = dataclasses.replace(rd, committed=())
+        else:
+            rd_log = rd
+        if hs is not None or rd_log.entries or rd_log.snapshot is not None or rd_log.committed:
             with metrics.FSYNC_SECONDS.time():
-                results = await loop.run_in_executor(self._executor, self.storage.save, rd, self.fsm)
+                results = await loop.run_in_executor(self._executor, self.storage.save, rd_log, self.fsm)
             if hs is not None:
                 self._durable_vote = (hs.term, hs.voted_for)
+            self._resolve(rd_log.committed, results)
         if late:
             self.transport.send_all(late)
         self.core.advance(rd)
@@ -207,8 +221,16 @@ class Runtime:
                     w.future.set_exception(IndeterminateError("outcome covered by a snapshot; retry with the same X-Request-Seq"))
             for m in rd.snapshot.meta.membership.members:
                 self._known_addresses[m.id] = m.address
-        for e, r in zip(rd.committed, results or [None] * len(rd.committed)):
-            metrics.APPLIED.inc()
+        for r in rd.reads:
+            fut = self._reads.pop(r.ctx, None)
+            if fut is not None and not fut.done():
+                self._wait_applied(r.index, fut)
+        self._release_applied()
+
+    def _resolve(self, committed: "tuple[Entry, ...]", results: list[Result | None]) -> None:
+        """Answer the waiters of applied entries: ours if the term matches, else never ours."""
+        metrics.APPLIED.inc(len(committed))
+        for e, r in zip(committed, results):
             w = self._waiters.pop(e.index, None)
             if w is None or w.future.done():
                 continue
@@ -216,11 +238,6 @@ class Runtime:
                 w.future.set_result(r)
             else:
                 w.future.set_exception(UnavailableError("leadership changed before the write committed; not applied"))
-        for r in rd.reads:
-            fut = self._reads.pop(r.ctx, None)
-            if fut is not None and not fut.done():
-                self._wait_applied(r.index, fut)
-        self._release_applied()
 
     def _wait_applied(self, index: int, fut: asyncio.Future[None]) -> None:
         if self.fsm.applied >= index:
