@@ -95,7 +95,7 @@ class Runtime:
             random.Random(),
         )
         self.transport = HttpTransport(
-            config.id, lambda: self.cluster_id, self._address_of, storage.snapshot,
+            config.id, config.address, lambda: self.cluster_id, self._address_of, storage.snapshot,
             self._report_unreachable, config.secret,
         )
         self._inbox = _Inbox()
@@ -309,7 +309,10 @@ class Runtime:
         self._inbox.calls.append(fn)
         self._wake.set()
 
-    def deliver(self, msgs: list[Message]) -> None:
+    def deliver(self, msgs: list[Message], sender: str | None = None, address: str | None = None) -> None:
+        if sender is not None and address is not None and sender not in self._known_addresses:
+            # a node that joined knows nobody's address until it has the configuration
+            self._known_addresses[sender] = address
         self._inbox.messages.extend(msgs)
         self._wake.set()
 

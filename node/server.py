@@ -217,6 +217,20 @@ class Api:
         })
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
+    async def debug_log(self, request: web.Request) -> web.Response:
+        """Entries still in the log (above the snapshot), for the harness's invariant checks."""
+        log = self.rt.core.log
+        try:
+            lo = int(request.query.get("from", log.snapshot_index + 1))
+            hi = int(request.query.get("to", log.last_index))
+        except ValueError:
+            raise BadRequestError("from and to must be integers") from None
+        lo = max(lo, log.snapshot_index + 1)
+        hi = min(hi, log.last_index, lo + 9999)
+        entries = [[e.index, e.term, e.kind.value, e.data] for e in log.slice(lo, hi)]
+        return _json(200, {"snapshot_index": log.snapshot_index, "commit_index": self.rt.core.commit,
+                           "last_index": log.last_index, "entries": entries})
+
     # ------------------------------------------------------------------ peers
     async def raft(self, request: web.Request) -> web.Response:
         body = await _json_body(request, MAX_RAFT_BODY)
@@ -235,7 +249,8 @@ class Api:
             raise BadRequestError(f"malformed raft message: {e}") from None
         if any(m.dst != self.config.id or m.src != body.get("from") for m in msgs):
             raise BadRequestError("messages addressed to another node or from another sender")
-        self.rt.deliver(msgs)
+        addr = body.get("addr")
+        self.rt.deliver(msgs, body.get("from"), addr if isinstance(addr, str) and len(addr) < 300 else None)
         return web.Response(status=204)
 
 
@@ -271,5 +286,6 @@ def make_app(runtime: Runtime, config: Config) -> web.Application:
     r.add_delete("/v1/members/{id}", api.remove_member)
     r.add_post("/v1/leader/transfer", api.transfer)
     r.add_get("/metrics", api.metrics, allow_head=False)
+    r.add_get("/v1/debug/log", api.debug_log, allow_head=False)
     r.add_post("/raft/messages", api.raft)
     return app

@@ -35,6 +35,7 @@ class HttpTransport:
     def __init__(
         self,
         node_id: str,
+        address: str,
         cluster_id: Callable[[], str | None],
         address_of: Callable[[NodeId], str | None],
         snapshot: Callable[[], Snapshot],
@@ -42,6 +43,7 @@ class HttpTransport:
         secret: str | None = None,
     ) -> None:
         self.node_id = node_id
+        self.address = address
         self._cluster_id = cluster_id
         self._address_of = address_of
         self._snapshot = snapshot
@@ -115,7 +117,7 @@ class HttpTransport:
         if addr is None or self._session is None:
             self.dropped += len(batch)
             return
-        body = json.dumps({"cluster": self._cluster_id(), "from": self.node_id, "msgs": batch},
+        body = json.dumps({"cluster": self._cluster_id(), "from": self.node_id, "addr": self.address, "msgs": batch},
                           separators=(",", ":"))
         timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S if big else RPC_TIMEOUT_S, connect=1.0)
         try:

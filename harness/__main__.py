@@ -1,0 +1,303 @@
+"""``raftnet`` (``python -m harness``): clusters in network namespaces from the shell.
+
+Each command acts on the cluster named by ``--name`` (default ``default``);
+its state lives in ``$RAFTNET_HOME/<name>/state.json`` (default home
+``/tmp/raftnet-<uid>``), so commands from different shells work on the same
+cluster. Exit code 0 on success; otherwise non-zero and one line saying why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+PROG = "raftnet"
+
+
+class CliError(Exception):
+    """Exit 1 (or ``code``) with this one-line reason."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see `{PROG} --help`)", 2)
+
+
+def home() -> Path:
+    return Path(os.environ.get("RAFTNET_HOME", f"/tmp/raftnet-{os.getuid()}"))
+
+
+def _nodes(text: str) -> list[str]:
+    return [n for n in (p.strip() for p in text.split(",")) if n]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Run a raftnet cluster in network namespaces and break it.")
+    p.add_argument("--name", default="default", help="cluster name (default: default)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
+    up = sub.add_parser("up", help="start a cluster; prints the node table")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--secret", help="shared secret for the nodes")
+    st = sub.add_parser("status", help="per-node state and the active faults")
+    st.add_argument("--json", action="store_true")
+    pa = sub.add_parser("partition", help="split into groups: partition n1,n2 n3,n4,n5")
+    pa.add_argument("groups", nargs="+", type=_nodes)
+    for name, help_ in (("isolate", "NODE alone, both directions"),
+                        ("bridge", "NODE sees both halves; the halves do not see each other"),
+                        ("link-down", "unplug NODE (clients lose it too)"), ("link-up", "replug NODE"),
+                        ("kill", "SIGKILL NODE"), ("restart", "restart NODE with the same data dir"),
+                        ("pause", "SIGSTOP NODE"), ("resume", "SIGCONT NODE"),
+                        ("remove", "remove NODE from the membership and the network")):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("node")
+    cut = sub.add_parser("cut", help="one-way: cut SRC DST drops SRC -> DST")
+    cut.add_argument("src")
+    cut.add_argument("dst")
+    loss = sub.add_parser("loss", help="drop PERCENT%% of NODE's packets to and from peers")
+    loss.add_argument("node")
+    loss.add_argument("percent", type=int)
+    sub.add_parser("heal", help="remove every network fault")
+    add = sub.add_parser("add", help="add a node through the leader")
+    add.add_argument("--id")
+    sub.add_parser("down", help="stop the cluster and remove its namespaces")
+    sub.add_parser("clean", help="remove everything left by crashed runs")
+    ck = sub.add_parser("check", help="a whole randomized nemesis run; the last line is the verdict")
+    ck.add_argument("--nodes", type=int, default=5)
+    ck.add_argument("--time", type=float, default=60.0)
+    ck.add_argument("--clients", type=int, default=10)
+    ck.add_argument("--keys", type=int, default=5)
+    ck.add_argument("--nemesis", default="all", help="partition,kill,pause,loss,membership or all")
+    ck.add_argument("--seed", type=int)
+    ck.add_argument("--out", type=Path)
+    return p
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise CliError("needs root for network namespaces (run with sudo, or use the Vagrant VM)", 1)
+
+
+def _workdir(name: str) -> Path:
+    if not name or "/" in name or name.startswith("."):
+        raise CliError(f"bad cluster name {name!r}", 2)
+    return home() / name
+
+
+def _attach(name: str):  # type: ignore[no-untyped-def]
+    from .cluster import Cluster, ClusterError
+
+    wd = _workdir(name)
+    if not (wd / "state.json").exists():
+        raise CliError(f"no such cluster: {name} (start one with `{PROG} up --name {name}`)")
+    try:
+        return Cluster.attach(wd)
+    except ClusterError as e:
+        raise CliError(str(e)) from None
+
+
+def _table(rows: list[dict[str, object]], cols: list[str]) -> str:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in cols)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
+def _status_rows(c) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    rows = []
+    for n in c.nodes:
+        p = c.procs.get(n)
+        alive = bool(p and p.is_alive())
+        paused = bool(alive and p.is_paused())
+        st = c.status(n, timeout=0.5) if alive and not paused and n not in c.links_down else None
+        rows.append({
+            "id": n, "address": c.address(n), "pid": p.pid if p else None, "alive": alive, "paused": paused,
+            "role": st["role"] if st else None, "term": st["term"] if st else None,
+            "leader_id": st["leader_id"] if st else None, "commit_index": st["commit_index"] if st else None,
+            "last_applied": st["last_applied"] if st else None,
+            "link": "down" if n in c.links_down else "up",
+        })
+    return rows
+
+
+def cmd_up(a: argparse.Namespace) -> int:
+    from . import alloc
+    from .cluster import Cluster
+
+    _need_root()
+    wd = _workdir(a.name)
+    if (wd / "state.json").exists():
+        try:
+            old = _attach(a.name)
+            if any(p.is_alive() for p in old.procs.values()):
+                raise CliError(f"cluster {a.name} is already up (`{PROG} --name {a.name} down` first)")
+        except CliError as e:
+            if "already up" in str(e):
+                raise
+        shutil.rmtree(wd, ignore_errors=True)
+    if a.nodes < 1 or a.nodes > 50:
+        raise CliError("--nodes must be between 1 and 50", 2)
+    wd.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-m", "harness.holder"], start_new_session=True,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (wd / "holder.pid").write_text(str(holder.pid))
+    c = Cluster(a.nodes, workdir=wd, name=a.name, secret=a.secret, owner_pid=holder.pid)
+    try:
+        c.start()
+        c.leader(timeout=30)
+    except BaseException:
+        holder.kill()
+        holder.wait()
+        raise
+    alloc.update(c.topo.slot, owner_pid=holder.pid)  # type: ignore[union-attr]
+    for p in c.procs.values():
+        p.detach()
+    holder.returncode = 0  # it lives on; do not reap (no ResourceWarning)
+    print(_table(_status_rows(c), ["id", "address", "pid", "role", "term", "leader_id"]))
+    print(f"cluster {a.name} is up: slot {c.topo.slot}, subnet {c.topo.subnet}, logs and data in {wd}")  # type: ignore[union-attr]
+    return 0
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    c = _attach(a.name)
+    rows = _status_rows(c)
+    if a.json:
+        print(json.dumps({"name": a.name, "nodes": rows, "faults": c.faults()}))
+    else:
+        print(_table(rows, ["id", "address", "pid", "alive", "paused", "role", "term", "leader_id",
+                            "commit_index", "last_applied", "link"]))
+        print("faults: " + ("; ".join(c.faults()) or "none"))
+    return 0
+
+
+def _act(a: argparse.Namespace) -> int:
+    from .cluster import ClusterError
+    from .firewall import FirewallError
+
+    _need_root()
+    c = _attach(a.name)
+    try:
+        if a.cmd == "partition":
+            c.partition(*a.groups)
+        elif a.cmd == "isolate":
+            c.isolate(a.node)
+        elif a.cmd == "bridge":
+            c.bridge(a.node)
+        elif a.cmd == "cut":
+            c.cut(a.src, a.dst)
+        elif a.cmd == "loss":
+            c.loss(a.node, a.percent)
+        elif a.cmd == "heal":
+            c.heal()
+        elif a.cmd == "link-down":
+            c.link_down(a.node)
+        elif a.cmd == "link-up":
+            c.link_up(a.node)
+        elif a.cmd == "kill":
+            c.kill(a.node)
+        elif a.cmd == "restart":
+            c.restart(a.node)
+        elif a.cmd == "pause":
+            c.pause(a.node)
+        elif a.cmd == "resume":
+            c.resume(a.node)
+        elif a.cmd == "add":
+            print(f"added {c.add(a.id)}")
+        elif a.cmd == "remove":
+            c.remove(a.node)
+    except (ClusterError, FirewallError, ValueError, TimeoutError) as e:
+        raise CliError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    finally:
+        for p in c.procs.values():
+            p.detach()
+    print(f"{a.cmd}: done; faults now: " + ("; ".join(c.faults()) or "none"))
+    return 0
+
+
+def cmd_down(a: argparse.Namespace) -> int:
+    _need_root()
+    wd = _workdir(a.name)
+    c = _attach(a.name)
+    c.destroy()
+    try:
+        pid = int((wd / "holder.pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+    shutil.rmtree(wd, ignore_errors=True)
+    print(f"cluster {a.name} is down")
+    return 0
+
+
+def cmd_clean(a: argparse.Namespace) -> int:
+    from . import cleanup
+
+    _need_root()
+    report = cleanup.clean()
+    print(report.summary())
+    return 0
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    import random
+    import time
+
+    from .check import CheckConfig, run_check
+    from .nemesis import NemesisError, parse_kinds
+
+    _need_root()
+    try:
+        kinds = parse_kinds(a.nemesis)
+    except NemesisError as e:
+        raise CliError(str(e), 2) from None
+    if a.nodes < 3 or a.nodes > 15:
+        raise CliError("--nodes must be between 3 and 15", 2)
+    if a.time <= 0 or a.clients < 1 or a.keys < 1:
+        raise CliError("--time, --clients and --keys must be positive", 2)
+    seed = a.seed if a.seed is not None else random.randrange(1 << 31)
+    out = a.out or Path("runs") / f"check-{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
+    r = run_check(CheckConfig(nodes=a.nodes, time=a.time, clients=a.clients, keys=a.keys, kinds=kinds, seed=seed,
+                              out=out))
+    return 0 if r.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        a = parser().parse_args(sys.argv[1:] if argv is None else argv)
+        if a.cmd == "up":
+            return cmd_up(a)
+        if a.cmd == "status":
+            return cmd_status(a)
+        if a.cmd == "down":
+            return cmd_down(a)
+        if a.cmd == "clean":
+            return cmd_clean(a)
+        if a.cmd == "check":
+            return cmd_check(a)
+        return _act(a)
+    except CliError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line, not a traceback (RAFTNET_DEBUG=1 shows it)
+        if os.environ.get("RAFTNET_DEBUG"):
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(f"{PROG}: {type(e).__name__}: {first}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

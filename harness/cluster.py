@@ -1,0 +1,502 @@
+"""The Cluster facade: n node processes, each in its own network namespace,
+and the faults the harness injects into them through the kernel.
+
+    with Cluster(3, workdir=tmp) as c:
+        c.partition(["n1"], ["n2", "n3"])
+        ...
+        c.heal()
+
+Network faults compose (a partition plus a one-way cut plus loss on a node)
+until ``heal()`` removes them all; each change re-renders the rules of every
+node and installs them atomically per node, verified by reading them back
+(harness/firewall.py). Node-to-node traffic only: the harness reaches every
+node through the control path, which only ``link_down`` cuts.
+
+Every fault and heal goes into the event log (monotonic timestamps) kept in
+``workdir/events.jsonl``. The cluster's state (slot, nodes, processes,
+faults) is saved in ``workdir/state.json`` so that a CLI command from
+another shell can re-attach (``Cluster.attach``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import alloc, firewall, netns, topology
+from .local import request, wait_for
+from .process import NodeProcess, ProcessGoneError, spawn
+from .report import EventRecord
+from .topology import Topology
+
+NODE_PORT = 7000
+
+
+class ClusterError(RuntimeError):
+    """A cluster operation that cannot be done (unknown node, no leader, ...)."""
+
+
+@dataclass
+class _OpenFault:
+    index: int  # position in events
+    key: str
+
+
+class Cluster:
+    def __init__(
+        self,
+        n: int = 3,
+        *,
+        workdir: Path,
+        name: str = "default",
+        node_args: Sequence[str] = (),
+        secret: str | None = None,
+        owner_pid: int | None = None,
+        base_dir: str | None = None,
+    ) -> None:
+        if n < 1:
+            raise ClusterError("a cluster needs at least one node")
+        self.n = n
+        self.name = name
+        self.workdir = Path(workdir)
+        self.node_args = list(node_args)
+        self.secret = secret
+        self.owner_pid = owner_pid or os.getpid()
+        self.base_dir = base_dir
+        self.topo: Topology | None = None
+        self.procs: dict[str, NodeProcess] = {}
+        self.argv: dict[str, list[str]] = {}
+        self.grudge: dict[str, set[str]] = {}
+        self.loss_pct: dict[str, int] = {}
+        self.links_down: set[str] = set()
+        self.removed: set[str] = set()
+        self.t0 = time.monotonic()
+        self.events: list[EventRecord] = []
+        self._open: list[_OpenFault] = []
+        self.backend: firewall.Backend | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> "Cluster":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        a = alloc.allocate(self.name, self.owner_pid, topology.node_ids(self.n), base_dir=self.base_dir)
+        self.topo = Topology.of(a.slot, self.n)
+        try:
+            self.backend = firewall.detect_backend()
+            netns.create_cluster_net(self.topo)
+            peers = ",".join(f"{i}={self.address(i)}" for i in self.topo.nodes)
+            for i in self.topo.nodes:
+                self.argv[i] = self._argv(i, ["--peers", peers])
+                self._spawn(i)
+            for i in self.topo.nodes:
+                self.wait_healthy(i)
+            self._note("node", f"cluster up: {self.n} nodes in slot {a.slot} ({self.topo.subnet})")
+            self.save()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def __enter__(self) -> "Cluster":
+        return self.start() if self.topo is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+    def destroy(self) -> None:
+        """Stop every process and remove the namespaces, links, rules and allocation."""
+        for p in self.procs.values():
+            try:
+                p.resume()
+            except Exception:
+                pass
+        for p in self.procs.values():
+            try:
+                p.kill()
+            except Exception:
+                pass
+        if self.topo is not None:
+            netns.destroy_cluster_net(self.topo)
+            alloc.release(self.topo.slot, base_dir=self.base_dir)
+        self._close_open(None)
+        self.save_events()
+
+    # ------------------------------------------------------------------ nodes
+    def _argv(self, node: str, membership: list[str]) -> list[str]:
+        args = [sys.executable, "-m", "node", "--id", node, "--listen", self.address(node),
+                "--data-dir", str(self.data_dir(node)), *membership, *self.node_args]
+        if self.secret:
+            sf = self.workdir / "secret"
+            if not sf.exists():
+                sf.write_text(self.secret)
+                sf.chmod(0o600)
+            args += ["--secret-file", str(sf)]
+        return args
+
+    def _spawn(self, node: str) -> None:
+        assert self.topo is not None
+        self.procs[node] = spawn(self.topo.netns(node), self.argv[node], self.log_path(node),
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def data_dir(self, node: str) -> Path:
+        return self.workdir / node
+
+    def log_path(self, node: str) -> Path:
+        return self.workdir / f"{node}.log"
+
+    def address(self, node: str) -> str:
+        assert self.topo is not None
+        return f"{topology.node_address(self.topo.slot, node)}:{NODE_PORT}"
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        assert self.topo is not None
+        return tuple(self.topo.nodes)
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return {n: self.address(n) for n in self.nodes}
+
+    def members(self) -> list[str]:
+        return list(self.nodes)
+
+    def check_node(self, node: str) -> str:
+        if self.topo is None or node not in self.topo.nodes:
+            raise ClusterError(f"unknown node {node!r} (nodes: {', '.join(self.nodes) if self.topo else 'none'})")
+        return node
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret}"} if self.secret else {}
+
+    def http(self, node: str, method: str, path: str, body: Any = None, timeout: float = 5.0) -> Any:
+        return request(self.address(node), method, path, body, headers=self._headers(), timeout=timeout)
+
+    def wait_healthy(self, node: str, timeout: float = 20.0) -> None:
+        p = self.procs[node]
+
+        def up() -> bool:
+            if not p.is_alive():
+                raise ClusterError(f"{node} exited: {self.tail(node)}")
+            return bool(self.http(node, "GET", "/v1/health", timeout=1).status == 200)
+
+        wait_for(up, timeout, what=f"{node} healthy")
+
+    def tail(self, node: str, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path(node).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def status(self, node: str, timeout: float = 1.0) -> dict[str, Any] | None:
+        """The node's /v1/status, or None when it does not answer."""
+        try:
+            r = self.http(node, "GET", "/v1/status", timeout=timeout)
+        except (OSError, http.client.HTTPException):
+            return None
+        return r.body if r.status == 200 and isinstance(r.body, dict) else None
+
+    def leader(self, timeout: float = 10.0, among: Iterable[str] | None = None) -> str:
+        """Wait for a node that leads the highest term seen and that a peer (or no peer) follows."""
+        pool = list(among) if among is not None else None
+
+        def find() -> str | None:
+            sts = {n: self.status(n) for n in (pool or self.nodes) if self._reachable(n)}
+            sts = {n: s for n, s in sts.items() if s}
+            leaders = [(s["term"], n) for n, s in sts.items() if s["role"] == "leader"]
+            if not leaders:
+                return None
+            term, ld = max(leaders)
+            voters = [m for m in sts[ld]["members"] if m["voter"]]
+            followers = [n for n, s in sts.items() if n != ld and s["leader_id"] == ld and s["term"] == term]
+            return ld if followers or len(voters) == 1 else None
+
+        try:
+            return wait_for(find, timeout, interval=0.05, what="a leader")
+        except TimeoutError as e:
+            raise ClusterError(str(e)) from None
+
+    def _reachable(self, node: str) -> bool:
+        p = self.procs.get(node)
+        return p is not None and node not in self.links_down and p.is_alive() and not p.is_paused()
+
+    # ------------------------------------------------------------------ network faults
+    def partition(self, *groups: Sequence[str]) -> None:
+        for g in groups:
+            for n in g:
+                self.check_node(n)
+        self._add_grudge(topology.partition_grudge([list(g) for g in groups]),
+                         "partition " + " | ".join(",".join(g) for g in groups))
+
+    def isolate(self, node: str) -> None:
+        self._add_grudge(topology.isolation_grudge(self.check_node(node), self.nodes), f"isolate {node}")
+
+    def bridge(self, node: str) -> None:
+        self._add_grudge(topology.bridge_grudge(self.check_node(node), self.nodes), f"bridge {node}")
+
+    def cut(self, src: str, dst: str) -> None:
+        self._add_grudge(topology.cut_grudge(self.check_node(src), self.check_node(dst)), f"cut {src} -> {dst}")
+
+    def ring(self, reach: dict[str, set[str]]) -> None:
+        grudge = {n: {m for m in self.nodes if m not in reach.get(n, set()) and m != n} for n in self.nodes}
+        self._add_grudge(grudge, "majority ring")
+
+    def loss(self, node: str, percent: int) -> None:
+        firewall.check_percent(percent)
+        self.loss_pct[self.check_node(node)] = percent
+        self._apply_rules()
+        self._fault(f"loss:{node}", f"loss {node} {percent}%")
+
+    def heal(self) -> None:
+        self.grudge.clear()
+        self.loss_pct.clear()
+        self._apply_rules()
+        self._close_open(lambda f: not f.key.startswith(("link:", "proc:", "member:")))
+        self._note("heal", "heal: every network fault removed")
+
+    def _add_grudge(self, grudge: Any, text: str) -> None:
+        for dst, srcs in grudge.items():
+            self.grudge.setdefault(str(dst), set()).update(str(s) for s in srcs)
+        self._apply_rules()
+        self._fault(f"net:{text}", text)
+
+    def _apply_rules(self) -> None:
+        assert self.topo is not None
+        firewall.apply(self.topo, {topology.NodeId(k): v for k, v in self.grudge.items()},
+                       {topology.NodeId(k): v for k, v in self.loss_pct.items()}, self.backend)
+        self.save()
+
+    def link_down(self, node: str) -> None:
+        assert self.topo is not None
+        netns.link_down(self.topo, self.check_node(node))
+        self.links_down.add(node)
+        self._fault(f"link:{node}", f"link down {node}")
+        self.save()
+
+    def link_up(self, node: str) -> None:
+        assert self.topo is not None
+        netns.link_up(self.topo, self.check_node(node))
+        self.links_down.discard(node)
+        self._close_open(lambda f: f.key == f"link:{node}")
+        self._note("heal", f"link up {node}")
+        self.save()
+
+    # ------------------------------------------------------------------ process faults
+    def kill(self, node: str) -> None:
+        self.procs[self.check_node(node)].kill()
+        self._fault(f"proc:{node}", f"kill {node}")
+        self.save()
+
+    def restart(self, node: str, wait: bool = True) -> None:
+        p = self.procs[self.check_node(node)]
+        if p.is_alive():
+            p.resume()
+            p.kill()
+        self._spawn(node)
+        self._close_open(lambda f: f.key == f"proc:{node}")
+        self._note("node", f"restart {node}")
+        self.save()
+        if wait and node not in self.links_down:
+            self.wait_healthy(node)
+
+    def stop_node(self, node: str) -> int | None:
+        """SIGTERM (graceful); returns the exit code."""
+        code = self.procs[self.check_node(node)].stop()
+        self._fault(f"proc:{node}", f"stop {node}")
+        self.save()
+        return code
+
+    def pause(self, node: str) -> None:
+        self.procs[self.check_node(node)].pause()
+        self._fault(f"proc:{node}", f"pause {node}")
+        self.save()
+
+    def resume(self, node: str) -> None:
+        self.procs[self.check_node(node)].resume()
+        self._close_open(lambda f: f.key == f"proc:{node}")
+        self._note("heal", f"resume {node}")
+        self.save()
+
+    def stop_all(self) -> None:
+        for n in self.nodes:
+            if self.procs[n].is_alive():
+                self.procs[n].resume()
+                self.procs[n].kill()
+        self._note("node", "every node killed")
+        self.save()
+
+    def start_all(self) -> None:
+        for n in self.nodes:
+            if not self.procs[n].is_alive():
+                self._spawn(n)
+        for n in self.nodes:
+            self.wait_healthy(n)
+        self._close_open(lambda f: f.key.startswith("proc:"))
+        self._note("node", "every node started")
+        self.save()
+
+    # ------------------------------------------------------------------ membership
+    def _leader_call(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            ld = self.leader(timeout=max(1.0, deadline - time.monotonic()))
+            r = self.http(ld, method, path, body, timeout=max(1.0, deadline - time.monotonic()))
+            if r.status == 200:
+                return r.body
+            last = r
+            if r.status in (400, 404):
+                raise ClusterError(f"{method} {path}: {r.body}")
+            time.sleep(0.1)
+        raise ClusterError(f"{method} {path} did not succeed: {last.body if last else 'no leader'}")
+
+    def add(self, node: str | None = None) -> str:
+        """Add a new node: a new namespace, a process started with --join, promoted to voter."""
+        assert self.topo is not None
+        node = node or self.topo.next_node_id()
+        if node in self.topo.nodes:
+            raise ClusterError(f"node {node} already exists")
+        via = self.leader()
+        self.topo = netns.add_node(self.topo, node)
+        alloc.update(self.topo.slot, base_dir=self.base_dir, node_ids=self.topo.nodes)
+        if self.backend is not None and (self.grudge or self.loss_pct):
+            self._apply_rules()
+        shutil.rmtree(self.data_dir(node), ignore_errors=True)
+        self.argv[node] = self._argv(node, ["--join", self.address(via)])
+        self._spawn(node)
+        self.wait_healthy(node)
+
+        def voter() -> bool:
+            st = self.status(self.leader(timeout=5.0))
+            return bool(st) and any(m["id"] == node and m["voter"] for m in st["members"])  # type: ignore[index]
+
+        wait_for(voter, 60, interval=0.1, what=f"{node} to become a voter")
+        self._note("member", f"add {node}")
+        self.save()
+        return node
+
+    def remove(self, node: str) -> None:
+        """Remove ``node`` from the membership through the leader, then its process and namespace."""
+        assert self.topo is not None
+        self.check_node(node)
+        self._leader_call("DELETE", f"/v1/members/{node}")
+        p = self.procs.pop(node)
+        try:
+            p.resume()
+            p.kill()
+        except Exception:
+            pass
+        self.topo = netns.remove_node(self.topo, node)
+        alloc.update(self.topo.slot, base_dir=self.base_dir, node_ids=self.topo.nodes)
+        self.grudge = {d: {s for s in srcs if s != node} for d, srcs in self.grudge.items() if d != node}
+        self.loss_pct.pop(node, None)
+        self.links_down.discard(node)
+        self.removed.add(node)
+        if self.grudge or self.loss_pct:
+            self._apply_rules()
+        self._note("member", f"remove {node}")
+        self.save()
+
+    # ------------------------------------------------------------------ events
+    def _now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def _note(self, kind: str, text: str) -> None:
+        self.events.append(EventRecord(round(self._now(), 4), kind, text))
+        self._append_event(self.events[-1])
+
+    def _fault(self, key: str, text: str) -> None:
+        self.events.append(EventRecord(round(self._now(), 4), "fault", text))
+        self._open.append(_OpenFault(len(self.events) - 1, key))
+        self._append_event(self.events[-1])
+
+    def _close_open(self, which: Any) -> None:
+        keep = []
+        now = round(self._now(), 4)
+        for f in self._open:
+            if which is None or which(f):
+                e = self.events[f.index]
+                self.events[f.index] = EventRecord(e.time, e.kind, e.text, now)
+            else:
+                keep.append(f)
+        self._open = keep
+
+    def _append_event(self, e: EventRecord) -> None:
+        try:
+            with open(self.workdir / "events.jsonl", "a") as f:
+                f.write(json.dumps({**e.to_json(), "monotonic": self.t0 + e.time}) + "\n")
+        except OSError:
+            pass
+
+    def save_events(self) -> None:
+        try:
+            with open(self.workdir / "events.final.jsonl", "w") as f:
+                for e in self.events:
+                    f.write(json.dumps(e.to_json()) + "\n")
+        except OSError:
+            pass
+
+    def faults(self) -> list[str]:
+        out = []
+        for dst, srcs in sorted(self.grudge.items()):
+            for s in sorted(srcs):
+                out.append(f"drop {s} -> {dst}")
+        out += [f"loss {n} {p}%" for n, p in sorted(self.loss_pct.items())]
+        out += [f"link down {n}" for n in sorted(self.links_down)]
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self) -> None:
+        if self.topo is None:
+            return
+        state = {
+            "name": self.name, "n": self.n, "slot": self.topo.slot, "nodes": list(self.topo.nodes),
+            "workdir": str(self.workdir), "node_args": self.node_args, "secret": self.secret,
+            "argv": self.argv, "procs": {n: p.record() for n, p in self.procs.items()},
+            "grudge": {k: sorted(v) for k, v in self.grudge.items()}, "loss": self.loss_pct,
+            "links_down": sorted(self.links_down), "removed": sorted(self.removed), "t0": self.t0,
+            "backend": self.backend.value if self.backend else None, "owner_pid": self.owner_pid,
+            "base_dir": self.base_dir,
+            "open": [[f.index, f.key] for f in self._open], "events": [e.to_json() for e in self.events],
+        }
+        tmp = self.workdir / "state.json.tmp"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.workdir / "state.json")
+
+    @classmethod
+    def attach(cls, workdir: Path) -> "Cluster":
+        """Re-open a running cluster from its state file (a CLI command from another shell)."""
+        try:
+            st = json.loads((Path(workdir) / "state.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ClusterError(f"no cluster state in {workdir}: {e}") from None
+        c = cls(st["n"], workdir=Path(st["workdir"]), name=st["name"], node_args=st["node_args"],
+                secret=st["secret"], owner_pid=st["owner_pid"], base_dir=st.get("base_dir"))
+        c.topo = Topology(st["slot"], tuple(topology.NodeId(n) for n in st["nodes"]))
+        c.argv = st["argv"]
+        c.procs = {n: _reattach(r) for n, r in st["procs"].items()}
+        c.grudge = {k: set(v) for k, v in st["grudge"].items()}
+        c.loss_pct = dict(st["loss"])
+        c.links_down = set(st["links_down"])
+        c.removed = set(st.get("removed", ()))
+        c.t0 = st["t0"]
+        c.backend = firewall.Backend(st["backend"]) if st.get("backend") else None
+        c.events = [EventRecord(e["time"], e["kind"], e["text"], e.get("end")) for e in st["events"]]
+        c._open = [_OpenFault(i, k) for i, k in st["open"]]
+        return c
+
+
+def _reattach(record: dict[str, Any]) -> NodeProcess:
+    """A recorded node process; a dead one stays dead (is_alive() False), it is not an error."""
+    try:
+        return NodeProcess.attach(record)
+    except ProcessGoneError:
+        log = record.get("log_path")
+        return NodeProcess(int(record["pid"]), float(record["create_time"]), str(record["netns"]),
+                           [str(a) for a in record.get("argv", ())], Path(log) if log else None)
