@@ -36,8 +36,15 @@ test-partitions: setup
 bench: setup
 	$(BIN)/python scripts/bench.py
 
+DEMO_ARGS ?= --nodes 5 --time 60 --clients 10 --keys 5 --nemesis all
+
 demo: setup
-	$(BIN)/python scripts/demo_local.py
+	@if [ "$$(id -u)" = 0 ]; then \
+		$(BIN)/raftnet check $(DEMO_ARGS); \
+	else \
+		echo "not root: network namespaces need root (sudo make demo), so this is the short tour on 127.0.0.1"; \
+		$(BIN)/python scripts/demo_local.py; \
+	fi
 
 clean-runs:
 	rm -rf runs bench-results

@@ -36,3 +36,30 @@ def local_cluster(tmp_path):  # type: ignore[no-untyped-def]
     yield make
     for c in made:
         c.stop_all()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
+    """After namespace tests: one row per scenario (result, seconds, faults, operations checked)."""
+    rows: dict[str, dict[str, object]] = {}
+    for key in ("passed", "failed", "error", "skipped", ""):  # "": passing setup/teardown reports
+        for rep in terminalreporter.stats.get(key, []):
+            if not hasattr(rep, "nodeid") or "tests/netns/" not in rep.nodeid or "test_net_layer" in rep.nodeid:
+                continue
+            row = rows.setdefault(rep.nodeid, {"result": "passed", "seconds": 0.0, "faults": "", "operations": ""})
+            row["seconds"] = float(row["seconds"]) + getattr(rep, "duration", 0.0)  # type: ignore[arg-type]
+            if rep.outcome != "passed" and row["result"] == "passed" and (rep.when == "call" or rep.failed):
+                row["result"] = rep.outcome
+            for k, v in getattr(rep, "user_properties", []):
+                row[k] = v
+    if not rows or all(r["result"] == "skipped" for r in rows.values()):
+        return
+    tr = terminalreporter
+    tr.section("namespace scenarios")
+    tr.write_line(f"{'scenario':<72} {'result':<8} {'seconds':>8} {'faults':>7} {'ops':>7}")
+    for nodeid, r in sorted(rows.items()):
+        name = nodeid.split("tests/netns/", 1)[1]
+        tr.write_line(f"{name[:72]:<72} {r['result']:<8} {float(r['seconds']):8.1f} {r['faults']!s:>7} "
+                      f"{r['operations']!s:>7}")
+    arts = [str(r["artifacts"]) for r in rows.values() if r.get("artifacts")]
+    tr.write_line("artefacts of failed scenarios: " + (", ".join(arts) if arts else "none (all passed)"))
+    tr.write_line("performance figures: runs/performance/ (JSON and SVG per scenario)")

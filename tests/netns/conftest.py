@@ -78,11 +78,15 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable
     try:
         yield lab
     finally:
+        faults = sum(1 for c in lab.clusters for e in c.events if e.kind == "fault")
+        ops = sum(len(h.operations()) for h in lab.histories.values())
+        request.node.user_properties += [("faults", faults), ("operations", ops)]
         rep = getattr(request.node, "rep_call", None)
         failed = rep is not None and rep.failed
         if failed:
             dest = lab.save_artifacts()
             request.node.add_report_section("teardown", "artifacts", f"node logs, events and histories: {dest}")
+            request.node.user_properties.append(("artifacts", str(dest)))
             print(f"\nartifacts of the failed test: {dest}")
         for c in lab.clusters:
             c.destroy()
