@@ -37,7 +37,7 @@ from .process import NodeProcess, ProcessGoneError, spawn
 from .report import EventRecord
 from .topology import Topology
 
-NODE_PORT = 7000
+NODE_PORT = topology.NODE_PORT
 
 
 class ClusterError(RuntimeError):

@@ -1,0 +1,1 @@
+"""Tests that need network namespaces (marked ``netns``)."""
