@@ -1,13 +1,14 @@
 #!/bin/sh
 # Installs the Debian/Ubuntu packages raftnet's harness needs when they are
 # missing and we are root: nftables and iptables (partitions, packet loss),
-# iproute2 (for humans), wrk (the benchmark's load generator).
+# iproute2 (for humans), ruby (to check the Vagrantfile), wrk (the benchmark's load generator).
 # Quick when everything is there; a no-op (with a hint) when not root.
 set -eu
 missing=""
 command -v nft >/dev/null 2>&1 || missing="$missing nftables"
 command -v iptables >/dev/null 2>&1 || missing="$missing iptables"
 command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+command -v ruby >/dev/null 2>&1 || missing="$missing ruby"  # the Vagrantfile syntax test
 if [ "${RAFTNET_WITH_WRK:-0}" = 1 ]; then
   command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 fi
