@@ -84,8 +84,64 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _need_root() -> None:
+    """Root, or the mapped root of our private user namespace (rootless mode)."""
     if os.geteuid() != 0:
         raise CliError("needs root for network namespaces (run with sudo, or use the Vagrant VM)", 1)
+
+
+def _rootless(a: argparse.Namespace, argv: list[str]) -> int | None:
+    """Not root: run the command inside a private user namespace, or say why we cannot.
+
+    ``check`` gets a world of its own for its lifetime; ``up`` starts a holder
+    process that keeps a world alive, and every later command enters it.
+    Returns None when the command needs no namespaces (or we are root already).
+    """
+    from . import userns
+
+    if os.geteuid() == 0 or userns.inside() or a.cmd == "status" and not _holder_pid(a.name):
+        return None
+    me = [sys.executable, "-m", "harness", *argv]
+    if a.cmd == "clean":
+        return None
+    os.environ["RAFTNET_HOME"] = str(home())  # inside, our uid reads 0: keep the real user's folder
+    st = userns.status()
+    if not st.available:
+        raise CliError(f"needs root for network namespaces, and {st.reason}; use sudo or the Vagrant VM")
+    if a.cmd == "check":
+        return subprocess.call(userns.wrap(me))
+    if a.cmd == "up":
+        wd = _workdir(a.name)
+        wd.mkdir(parents=True, exist_ok=True)
+        ready = wd / "holder.ready"
+        ready.unlink(missing_ok=True)
+        subprocess.Popen(userns.wrap_hold(str(ready)), start_new_session=True, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from .local import wait_for
+
+        pid = int(wait_for(lambda: ready.exists() and ready.read_text(), 10, what="the namespace holder"))
+        code = subprocess.call(userns.enter(pid, me), env={**os.environ, "RAFTNET_HOLDER_PID": str(pid)})
+        if code != 0:
+            os.kill(pid, 15)
+        return code
+    pid = _holder_pid(a.name)
+    if pid is None:
+        raise CliError(f"no such cluster: {a.name} (start one with `{PROG} up --name {a.name}`)")
+    code = subprocess.call(userns.enter(pid, me))
+    if a.cmd == "down":
+        try:
+            os.kill(pid, 15)
+        except OSError:
+            pass
+    return code
+
+
+def _holder_pid(name: str) -> int | None:
+    try:
+        pid = int((_workdir(name) / "holder.pid").read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
 
 
 def _workdir(name: str) -> Path:
@@ -148,21 +204,29 @@ def cmd_up(a: argparse.Namespace) -> int:
     if a.nodes < 1 or a.nodes > 50:
         raise CliError("--nodes must be between 1 and 50", 2)
     wd.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-m", "harness.holder"], start_new_session=True,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    (wd / "holder.pid").write_text(str(holder.pid))
-    c = Cluster(a.nodes, workdir=wd, name=a.name, secret=a.secret, owner_pid=holder.pid)
+    held = os.environ.get("RAFTNET_HOLDER_PID")  # rootless: the holder of our private world
+    holder = None
+    if held:
+        owner = int(held)
+    else:
+        holder = subprocess.Popen([sys.executable, "-m", "harness.holder"], start_new_session=True,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        owner = holder.pid
+    (wd / "holder.pid").write_text(str(owner))
+    c = Cluster(a.nodes, workdir=wd, name=a.name, secret=a.secret, owner_pid=owner)
     try:
         c.start()
         c.leader(timeout=30)
     except BaseException:
-        holder.kill()
-        holder.wait()
+        if holder is not None:
+            holder.kill()
+            holder.wait()
         raise
-    alloc.update(c.topo.slot, owner_pid=holder.pid)  # type: ignore[union-attr]
+    alloc.update(c.topo.slot, owner_pid=owner)  # type: ignore[union-attr]
     for p in c.procs.values():
         p.detach()
-    holder.returncode = 0  # it lives on; do not reap (no ResourceWarning)
+    if holder is not None:
+        holder.returncode = 0  # it lives on; do not reap (no ResourceWarning)
     print(_table(_status_rows(c), ["id", "address", "pid", "role", "term", "leader_id"]))
     print(f"cluster {a.name} is up: slot {c.topo.slot}, subnet {c.topo.subnet}, logs and data in {wd}")  # type: ignore[union-attr]
     return 0
@@ -240,11 +304,19 @@ def cmd_down(a: argparse.Namespace) -> int:
 
 
 def cmd_clean(a: argparse.Namespace) -> int:
+    """Remove what crashed runs left: (as root) their namespaces, links, rules, processes and
+    allocations; and the state folders of CLI clusters whose holder is gone."""
     from . import cleanup
 
-    _need_root()
-    report = cleanup.clean()
-    print(report.summary())
+    stale = 0
+    for state in sorted(home().glob("*/state.json")):
+        if _holder_pid(state.parent.name) is None:
+            shutil.rmtree(state.parent, ignore_errors=True)
+            stale += 1
+    if os.geteuid() == 0:
+        print(cleanup.clean().summary() + f", {stale} stale cluster state(s)")
+    else:
+        print(f"rootless: private namespaces vanish with their holder; {stale} stale cluster state(s) removed")
     return 0
 
 
@@ -272,8 +344,12 @@ def cmd_check(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
     try:
-        a = parser().parse_args(sys.argv[1:] if argv is None else argv)
+        a = parser().parse_args(args)
+        code = _rootless(a, list(args))
+        if code is not None:
+            return code
         if a.cmd == "up":
             return cmd_up(a)
         if a.cmd == "status":

@@ -5,12 +5,13 @@
 # Quick when everything is there; a no-op (with a hint) when not root.
 set -eu
 missing=""
-command -v nft >/dev/null 2>&1 || missing="$missing nftables"
-command -v iptables >/dev/null 2>&1 || missing="$missing iptables"
-command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
-command -v ruby >/dev/null 2>&1 || missing="$missing ruby"  # the Vagrantfile syntax test
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+have nft || missing="$missing nftables"
+have iptables || missing="$missing iptables"
+have ip || missing="$missing iproute2"
+have ruby || missing="$missing ruby"  # the Vagrantfile syntax test
 if [ "${RAFTNET_WITH_WRK:-0}" = 1 ]; then
-  command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+  have wrk || missing="$missing wrk"
 fi
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -1,19 +1,46 @@
-"""Suite-wide rules: the ``netns`` marker is skipped, with one line saying why,
-where network namespaces cannot be had."""
+"""Suite-wide rules.
+
+Namespace tests (marker ``netns``) run as root, or, for an ordinary user,
+inside a private user + network + mount namespace: pytest re-executes itself
+there (harness/userns.py) before collecting anything. Where neither is
+possible they are skipped with one line saying which setting blocks them.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
+from harness import userns
+
 NETNS_SKIP = "needs root for network namespaces: run `sudo make test-partitions` or use the Vagrant VM"
+_skip_reason: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _skip_reason
+    if os.geteuid() == 0 or userns.inside() or hasattr(config, "workerinput"):
+        return
+    st = userns.status()
+    if not st.available:
+        _skip_reason = userns.skip_reason(st)
+        return
+    # Enter a private world and run the very same pytest command there.
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", f"/tmp/raftnet-userns-{os.getuid()}")
+    os.makedirs(os.environ["PYTEST_DEBUG_TEMPROOT"], exist_ok=True)
+    os.chdir(config.invocation_params.dir)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = userns.wrap([sys.executable, "-m", "pytest", *config.invocation_params.args])
+    os.execvp(argv[0], argv)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:
         return
-    skip = pytest.mark.skip(reason=NETNS_SKIP)
+    skip = pytest.mark.skip(reason=_skip_reason or NETNS_SKIP)
     for item in items:
         if "netns" in item.keywords:
             item.add_marker(skip)
