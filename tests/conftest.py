@@ -21,11 +21,13 @@ _skip_reason: str | None = None
 
 def pytest_configure(config: pytest.Config) -> None:
     global _skip_reason
-    if os.geteuid() == 0 or userns.inside() or hasattr(config, "workerinput"):
+    if os.geteuid() == 0 or userns.inside():
         return
-    st = userns.status()
+    st = userns.status()  # in xdist workers too: they collect, so they need the reason
     if not st.available:
         _skip_reason = userns.skip_reason(st)
+        return
+    if hasattr(config, "workerinput"):
         return
     # Enter a private world and run the very same pytest command there.
     os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", f"/tmp/raftnet-userns-{os.getuid()}")
@@ -88,5 +90,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: igno
         tr.write_line(f"{name[:72]:<72} {r['result']:<8} {float(r['seconds']):8.1f} {r['faults']!s:>7} "
                       f"{r['operations']!s:>7}")
     arts = [str(r["artifacts"]) for r in rows.values() if r.get("artifacts")]
-    tr.write_line("artefacts of failed scenarios: " + (", ".join(arts) if arts else "none (all passed)"))
+    tr.write_line("artefacts of failed scenarios: " + (", ".join(arts) if arts else "none"))
     tr.write_line("performance figures: runs/performance/ (JSON and SVG per scenario)")
