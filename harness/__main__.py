@@ -80,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
     ck.add_argument("--nemesis", default="all", help="partition,kill,pause,loss,membership or all")
     ck.add_argument("--seed", type=int)
     ck.add_argument("--out", type=Path)
+    for sp in sub.choices.values():  # `raftnet up --name x` as CONTRACT.md writes it, too
+        sp.add_argument("--name", default=argparse.SUPPRESS, help="cluster name")
     return p
 
 

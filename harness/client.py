@@ -52,6 +52,12 @@ class Client:
         secret: str | None = None,
     ) -> None:
         self.session = session
+        # aiohttp silently re-sends a PUT or DELETE on a new connection when a pooled one breaks
+        # after the request went out (RFC 9112 §9.3.1.1); if the node died, the re-send's connect
+        # error would be recorded as a definite `fail` although the first copy may commit. There is
+        # no public switch, so turn the private one off: a broken connection must surface as `info`.
+        if hasattr(session, "_retry_connection"):
+            session._retry_connection = False
         self.history = history
         self.process = process
         self.addresses = addresses  # node id -> HOST:PORT (live view: nodes may be added)

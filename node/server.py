@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
@@ -75,12 +75,20 @@ def _leader_location(request: web.Request, e: RaftnetError) -> str:
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, or TooLargeError past ``limit`` (a single read() returns only what is buffered)."""
     if request.content_length is not None and request.content_length > limit:
         raise TooLargeError(f"body of {request.content_length} bytes is over the limit of {limit}")
-    data = await request.content.read(limit + 1)
-    if len(data) > limit:
-        raise TooLargeError(f"body is over the limit of {limit} bytes")
-    return data
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(1 << 20)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise TooLargeError(f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _json_body(request: web.Request, limit: int) -> dict[str, Any]:
@@ -89,9 +97,19 @@ async def _json_body(request: web.Request, limit: int) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadRequestError("body is not valid JSON") from None
+    except RecursionError:
+        raise BadRequestError("body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequestError("body must be a JSON object")
     return body
+
+
+def _utf8(text: str, what: str) -> bytes:
+    """Keys and values are UTF-8: a lone surrogate (from JSON or a bad percent-escape) is refused."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequestError(f"{what} is not valid UTF-8") from None
 
 
 class Api:
@@ -102,11 +120,16 @@ class Api:
 
     # ------------------------------------------------------------------ helpers
     def _key(self, request: web.Request) -> str:
-        raw = request.match_info.get("key", "")
-        key = unquote(raw, errors="strict") if "%" in raw else raw
+        # Decode the raw segment ourselves, strictly: aiohttp's decoded match_info turns an
+        # invalid escape into U+FFFD, and a key must be exactly the UTF-8 the client sent.
+        parts = request.raw_path.split("?", 1)[0].split("/")  # ['', 'v1', 'kv', KEY, ...]
+        try:
+            key = unquote_to_bytes(parts[3]).decode("utf-8") if len(parts) > 3 else ""
+        except UnicodeDecodeError:
+            raise BadRequestError("key is not valid UTF-8 after percent-decoding") from None
         if not key:
             raise BadRequestError("empty key")
-        if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        if len(_utf8(key, "key")) > MAX_KEY_BYTES:
             raise BadRequestError(f"key longer than {MAX_KEY_BYTES} bytes")
         return key
 
@@ -120,7 +143,7 @@ class Api:
             return None
         if not isinstance(v, str):
             raise BadRequestError(f"field {field!r} must be a string" + (" or null" if nullable else ""))
-        if len(v.encode("utf-8", "surrogatepass")) > self.config.max_value_bytes:
+        if len(_utf8(v, f"field {field!r}")) > self.config.max_value_bytes:
             raise TooLargeError(f"value over {self.config.max_value_bytes} bytes")
         return v
 

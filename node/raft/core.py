@@ -367,8 +367,23 @@ class RaftCore:
             or self.log.unstable_from <= self.log.last_index
             or self.commit > self.applied
             or self.hard_state() != self._prev_hard_state
-            or (self.role is Role.LEADER and (self._read_bcast or self._commit_dirty))
+            or (self.role is Role.LEADER and (self._read_bcast or self._commit_dirty or self._owes_appends()))
         )
+
+    def _owes_appends(self) -> bool:
+        """Would ``ready()`` send some follower an append or a snapshot right now?"""
+        last = self.log.last_index
+        for pr in self._progress.values():
+            if pr.state is ProgressState.SNAPSHOT:
+                continue
+            if pr.next_index <= self.log.snapshot_index:
+                return True
+            if pr.state is ProgressState.PROBE and not pr.probe_sent:
+                return True
+            if (pr.state is ProgressState.REPLICATE and pr.next_index <= last
+                    and pr.next_index - pr.match_index <= self.cfg.max_inflight):
+                return True
+        return False
 
     def advance(self, rd: Ready) -> None:
         if rd.hard_state is not None:
@@ -541,7 +556,8 @@ class RaftCore:
             return
         sent = False
         while pr.next_index <= last and pr.next_index - pr.match_index <= self.cfg.max_inflight:
-            entries = self.log.slice(pr.next_index, last, self.cfg.max_append_bytes)
+            hi = min(last, pr.match_index + self.cfg.max_inflight)  # flow control: the window, in entries
+            entries = self.log.slice(pr.next_index, hi, self.cfg.max_append_bytes)
             self._send(self._append_msg(peer, Index(pr.next_index - 1), entries))
             pr.next_index = Index(entries[-1].index + 1)
             sent = True
