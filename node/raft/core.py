@@ -498,8 +498,8 @@ class RaftCore:
         for pr in self._progress.values():
             if pr.state is ProgressState.SNAPSHOT:
                 pr.snapshot_ticks += 1
-                if pr.snapshot_ticks >= self.cfg.election_ticks[1]:
-                    self._to_probe(pr)  # the snapshot (or its reply) was lost
+                if pr.snapshot_ticks >= 10 * self.cfg.election_ticks[1]:
+                    self._to_probe(pr)  # the snapshot (or its reply) was lost; a big one takes a while
         if self._heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             if self.cfg.check_quorum and not self._quorum_active():
