@@ -7,14 +7,16 @@ again inside such a private world, where it is root over what it creates,
 and runs exactly the same topology, faults and processes. Nothing in the
 harness forks into a rootless flavour: one code path, entered differently.
 
-    unshare --user --map-root-user --net --mount --propagation private --kill-child \\
-        python -m harness.userns -- CMD...
+    unshare --user --map-root-user --net --mount --propagation private \\
+        --pid --fork --mount-proc --kill-child python -m harness.userns -- CMD...
 
 ``python -m harness.userns`` sets the private world up (a tmpfs on /run for
-/run/netns and /run/raftnet, the loopback up) and then execs CMD. When the
-process tree ends, the kernel removes the user namespace and everything in
-it: namespaces, links, rules, processes. Files go to the user's own temp
-dirs.
+/run/netns and /run/raftnet, the loopback up) and then runs CMD as the init
+of the world's PID namespace. When CMD ends, however it ends (a SIGKILLed
+pytest worker included), the kernel kills every process left in the PID
+namespace and removes the namespaces and everything in them: links, rules,
+bridges. /run is a private tmpfs that vanishes too; files go to the user's
+own temp dirs.
 
 A long-lived world for the CLI is a holder process (``--hold``): ``raftnet
 up`` starts one, and later ``raftnet`` commands enter its namespaces with
@@ -80,9 +82,14 @@ def skip_reason(st: Status) -> str:
 
 
 def wrap(argv: list[str]) -> list[str]:
-    """``argv`` run inside a new private world (see the module docstring)."""
+    """``argv`` run inside a new private world (see the module docstring).
+
+    The world has its own PID namespace whose init is ``harness.userns``: when ``argv``
+    ends, however it ends, the kernel kills every process left in it (nodes included).
+    """
     return ["unshare", "--user", "--map-root-user", "--net", "--mount", "--propagation", "private",
-            "--kill-child", "--", sys.executable, "-m", "harness.userns", "--", *argv]
+            "--pid", "--fork", "--mount-proc", "--kill-child",
+            "--", sys.executable, "-m", "harness.userns", "--", *argv]
 
 
 def wrap_hold(ready_file: str) -> list[str]:
@@ -139,8 +146,33 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         print("usage: python -m harness.userns [--hold READY_FILE] -- CMD...", file=sys.stderr)
         return 2
-    os.execvp(args[0], args)
-    return 127  # not reached
+    if os.getpid() != 1:
+        os.execvp(args[0], args)
+    return _init(args)
+
+
+def _init(argv: list[str]) -> int:
+    """PID 1 of the private world: run ``argv``, forward termination, reap orphans.
+
+    When ``argv`` exits we exit with its code, and the kernel then kills whatever is
+    left in the PID namespace: nothing outlives the run. SIGINT is not forwarded: a
+    terminal's Ctrl-C reaches the whole process group already.
+    """
+    child = subprocess.Popen(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, lambda s, _f: child.send_signal(s))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            return 1
+        except InterruptedError:
+            continue
+        if pid == child.pid:
+            child.returncode = os.waitstatus_to_exitcode(status)
+            code = child.returncode
+            return code if code >= 0 else 128 - code
 
 
 if __name__ == "__main__":

@@ -87,3 +87,34 @@ def test_blocked_user_namespaces_skip_with_one_line_reason(user_tree: tuple[Path
     reasons = [ln for ln in r.stdout.splitlines() if ln.startswith("SKIPPED")]
     assert reasons and all("RAFTNET_USERNS_DISABLE=1" in ln and "sudo make test-partitions" in ln
                            for ln in reasons), reasons[:3]
+
+
+LEAK_SCRIPT = """
+import os, signal, sys, tempfile
+from pathlib import Path
+from harness.cluster import Cluster
+c = Cluster(3, workdir=Path(tempfile.mkdtemp()), name="killed-run")
+c.start()
+print("nodes", *[p.pid for p in c.procs.values()], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # the harness dies without cleaning anything
+"""
+
+
+def test_a_killed_rootless_run_leaves_nothing(user_tree: tuple[Path, Path]) -> None:
+    home, tree = user_tree
+    st = userns.status()
+    if not st.available:
+        pytest.skip(userns.skip_reason(st))
+    script = home / "killed_run.py"
+    script.write_text(LEAK_SCRIPT)
+    subprocess.run(["chown", USER, str(script)], check=True)
+    before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    argv = userns.wrap([str(tree / ".venv/bin/python"), str(script)])
+    argv[argv.index("-m") - 1] = str(tree / ".venv/bin/python")  # the user's interpreter runs harness.userns
+    r = _as_user(home, tree, argv, timeout=120)
+    assert "nodes" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 137, (r.returncode, r.stderr[-1000:])
+    left = subprocess.run(["ps", "-u", USER, "-o", "pid=,args="], capture_output=True, text=True).stdout
+    assert left.strip() == "", left  # the PID namespace took every node with it
+    after = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    assert after <= before, after - before  # nothing outside the private world
