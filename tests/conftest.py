@@ -70,13 +70,15 @@ def local_cluster(tmp_path):  # type: ignore[no-untyped-def]
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
     """After namespace tests: one row per scenario (result, seconds, faults, operations checked)."""
     rows: dict[str, dict[str, object]] = {}
-    for key in ("passed", "failed", "error", "skipped", ""):  # "": passing setup/teardown reports
+    for key in ("passed", "failed", "error", "skipped", "xfailed", "xpassed", ""):  # "": setup/teardown
         for rep in terminalreporter.stats.get(key, []):
             if not hasattr(rep, "nodeid") or "tests/netns/" not in rep.nodeid or "test_net_layer" in rep.nodeid:
                 continue
             row = rows.setdefault(rep.nodeid, {"result": "passed", "seconds": 0.0, "faults": "", "operations": ""})
             row["seconds"] = float(row["seconds"]) + getattr(rep, "duration", 0.0)  # type: ignore[arg-type]
-            if rep.outcome != "passed" and row["result"] == "passed" and (rep.when == "call" or rep.failed):
+            if key in ("xfailed", "xpassed"):
+                row["result"] = key
+            elif rep.outcome != "passed" and row["result"] == "passed" and (rep.when == "call" or rep.failed):
                 row["result"] = rep.outcome
             for k, v in getattr(rep, "user_properties", []):
                 row[k] = v
