@@ -378,6 +378,7 @@ class Cluster:
             return bool(st) and any(m["id"] == node and m["voter"] for m in st["members"])  # type: ignore[index]
 
         wait_for(voter, 60, interval=0.1, what=f"{node} to become a voter")
+        self._close_open(lambda f: f.key.startswith("member:"))  # a removal's window ends here
         self._note("member", f"add {node}")
         self.save()
         return node
@@ -401,7 +402,7 @@ class Cluster:
         self.removed.add(node)
         if self.grudge or self.loss_pct:
             self._apply_rules()
-        self._note("member", f"remove {node}")
+        self._fault(f"member:{node}", f"remove {node}")
         self.save()
 
     # ------------------------------------------------------------------ events
