@@ -52,11 +52,14 @@ class Response:
 
 def request(address: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
             timeout: float = 10.0, raw: bytes | None = None) -> Response:
+    """One HTTP request on a fresh connection; the body is parsed as JSON when it is JSON."""
     host, port = address.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         hdrs = {"Content-Type": "application/json", **(headers or {})}
+        if data is not None and "Content-Length" not in hdrs:
+            hdrs["Content-Length"] = str(len(data))
         conn.request(method, path, body=data, headers=hdrs)
         r = conn.getresponse()
         payload = r.read()
@@ -77,12 +80,24 @@ class Node:
     log_path: Path
     args: list[str]
     proc: subprocess.Popen[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request (the cluster secret)
+    paused: bool = False
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+                timeout: float = 10.0, raw: bytes | None = None) -> Response:
+        return request(self.address, method, path, body, {**self.headers, **(headers or {})}, timeout, raw)
+
     def status(self) -> dict[str, Any]:
-        return request(self.address, "GET", "/v1/status", timeout=2).body  # type: ignore[no-any-return]
+        r = self.request("GET", "/v1/status", timeout=5)
+        if r.status != 200:
+            raise ValueError(f"{self.id}: GET /v1/status answered {r.status} {r.body}")
+        return r.body  # type: ignore[no-any-return]
+
+    def stale(self, key: str) -> Response:
+        return self.request("GET", f"/v1/kv/{key}?stale=true")
 
 
 @dataclass
@@ -94,6 +109,10 @@ class LocalCluster:
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.auth: dict[str, str] = {}
+        if "--secret-file" in self.extra_args:
+            secret = Path(self.extra_args[self.extra_args.index("--secret-file") + 1]).read_text().strip()
+            self.auth = {"Authorization": f"Bearer {secret}"}
         ids = [f"n{i}" for i in range(1, self.n + 1)]
         addrs = {i: f"127.0.0.1:{free_port()}" for i in ids}
         peers = ",".join(f"{i}={a}" for i, a in addrs.items())
@@ -104,7 +123,7 @@ class LocalCluster:
         d = self.root / node_id
         args = [sys.executable, "-m", "node", "--id", node_id, "--listen", address, "--data-dir", str(d),
                 *membership_args, "--log-level", "info", *self.extra_args]
-        return Node(node_id, address, d, self.root / f"{node_id}.log", args)
+        return Node(node_id, address, d, self.root / f"{node_id}.log", args, headers=dict(self.auth))
 
     # ------------------------------------------------------------ processes
     def start(self, *ids: str) -> None:
@@ -119,13 +138,13 @@ class LocalCluster:
         for i in ids or tuple(self.nodes):
             self.wait_healthy(i)
 
-    def wait_healthy(self, node_id: str, timeout: float = 15.0) -> None:
+    def wait_healthy(self, node_id: str, timeout: float = 30.0) -> None:
         n = self.nodes[node_id]
 
         def up() -> bool:
             if n.proc is not None and n.proc.poll() is not None:
                 raise AssertionError(f"{node_id} exited with {n.proc.returncode}: {self.tail(node_id)}")
-            return request(n.address, "GET", "/v1/health", timeout=1).status == 200
+            return n.request("GET", "/v1/health", timeout=1).status == 200
 
         wait_for(up, timeout, what=f"{node_id} healthy")
 
@@ -134,6 +153,17 @@ class LocalCluster:
         if n.proc is not None and n.proc.poll() is None:
             n.proc.send_signal(signal.SIGKILL)
             n.proc.wait(10)
+        n.paused = False
+
+    def kill_all(self) -> None:
+        """SIGKILL every live node at (nearly) the same instant, then reap them."""
+        procs = [n.proc for n in self.nodes.values() if n.proc is not None and n.proc.poll() is None]
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        for p in procs:
+            p.wait(10)
+        for n in self.nodes.values():
+            n.paused = False
 
     def terminate(self, node_id: str, timeout: float = 10.0) -> int:
         n = self.nodes[node_id]
@@ -142,12 +172,16 @@ class LocalCluster:
         return n.proc.wait(timeout)
 
     def pause(self, node_id: str) -> None:
-        assert self.nodes[node_id].proc is not None
-        self.nodes[node_id].proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+        n = self.nodes[node_id]
+        assert n.proc is not None
+        n.proc.send_signal(signal.SIGSTOP)
+        n.paused = True
 
     def resume(self, node_id: str) -> None:
-        assert self.nodes[node_id].proc is not None
-        self.nodes[node_id].proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+        n = self.nodes[node_id]
+        assert n.proc is not None
+        n.proc.send_signal(signal.SIGCONT)
+        n.paused = False
 
     def restart(self, node_id: str) -> None:
         self.kill(node_id)
@@ -174,9 +208,13 @@ class LocalCluster:
 
     # ------------------------------------------------------------ queries
     def live(self) -> list[Node]:
-        return [n for n in self.nodes.values() if n.alive()]
+        """Running and not paused (a paused node would only time out)."""
+        return [n for n in self.nodes.values() if n.alive() and not n.paused]
 
-    def leader(self, timeout: float = 10.0, among: list[str] | None = None) -> Node:
+    def followers(self, leader: Node) -> list[Node]:
+        return [n for n in self.live() if n.id != leader.id]
+
+    def leader(self, timeout: float = 20.0, among: list[str] | None = None) -> Node:
         """Wait until exactly one live node says it leads the highest term, and return it."""
 
         def find() -> Node | None:
@@ -195,23 +233,37 @@ class LocalCluster:
         return wait_for(find, timeout, what="a leader")
 
     def put(self, key: str, value: str, via: Node | None = None, headers: dict[str, str] | None = None,
-            timeout: float = 10.0) -> Response:
+            timeout: float = 20.0) -> Response:
         """PUT through the leader, following 307s and retrying 503s until the deadline."""
+        return self.call("PUT", f"/v1/kv/{key}", {"value": value}, via=via, headers=headers, timeout=timeout)
+
+    def call(self, method: str, path: str, body: Any = None, via: Node | None = None,
+             headers: dict[str, str] | None = None, timeout: float = 20.0) -> Response:
+        """A request to the leader that follows 307s and retries 503s and refused connections
+        until it gets any other answer or the deadline passes. Use it only for requests that
+        are safe to resend (a 503 is "not applied"; a 504 is returned, never retried)."""
         deadline = time.monotonic() + timeout
         target = via or self.leader(timeout)
         while True:
             try:
-                r = request(target.address, "PUT", f"/v1/kv/{key}", {"value": value}, headers=headers, timeout=timeout)
+                r = target.request(method, path, body, headers=headers, timeout=timeout)
             except OSError:
                 r = Response(0, None, {})
-            if r.status == 200 or time.monotonic() > deadline:
+            if r.status not in (0, 307, 503) or time.monotonic() > deadline:
                 return r
             if r.status == 307:
                 addr = r.body["leader"]["address"]
                 target = next(n for n in self.nodes.values() if n.address == addr)
-            else:
-                time.sleep(0.05)
-                target = self.leader(max(0.1, deadline - time.monotonic()))
+                if target.alive() and not target.paused:
+                    continue
+            time.sleep(0.05)
+            target = self.leader(max(0.1, deadline - time.monotonic()))
 
     def get(self, key: str, via: Node, stale: bool = False) -> Response:
-        return request(via.address, "GET", f"/v1/kv/{key}" + ("?stale=true" if stale else ""))
+        return via.request("GET", f"/v1/kv/{key}" + ("?stale=true" if stale else ""))
+
+    def wait_caught_up(self, node: Node, leader: Node, timeout: float = 20.0) -> dict[str, Any]:
+        """Wait until ``node`` has applied everything ``leader`` had committed when called."""
+        target = leader.status()["commit_index"]
+        return wait_for(lambda: (st := node.status())["last_applied"] >= target and st, timeout,
+                        what=f"{node.id} to apply up to {target}")

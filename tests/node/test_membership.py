@@ -1,0 +1,97 @@
+"""Membership changes: a node started with --join becomes a voter with the
+data; DELETE /v1/members/{id} removes a member, the leader included."""
+
+from __future__ import annotations
+
+from tests.node.conftest import kv
+from tests.node.localcluster import LocalCluster, Node, wait_for
+
+
+def members(node: Node) -> dict[str, bool]:
+    r = node.request("GET", "/v1/members")
+    assert r.status == 200
+    return {m["id"]: m["voter"] for m in r.body["members"]}
+
+
+def metrics(node: Node) -> dict[str, float]:
+    text = node.request("GET", "/metrics").body
+    return {ln.split(" ")[0]: float(ln.split(" ")[1]) for ln in text.splitlines() if ln and not ln.startswith("#")}
+
+
+def test_a_node_started_with_join_becomes_a_voter_with_the_data(local_cluster) -> None:  # type: ignore[no-untyped-def]
+    # compacted early: the newcomer can only come through InstallSnapshot
+    c: LocalCluster = local_cluster(3, ["--snapshot-every", "20"])
+    data = {f"k{i}": f"v{i}" for i in range(30)}
+    for k, v in data.items():
+        assert c.put(k, v).status == 200
+    follower = c.followers(c.leader())[0]
+    # join through a follower: the request finds its way to the leader
+    n4 = c.add_node("n4", join_via=follower.id)
+    four = {"n1": True, "n2": True, "n3": True, "n4": True}
+
+    def joined() -> bool:
+        assert "HTTP 504" not in n4.log_path.read_text(), f"the join request timed out:\n{c.tail('n4')}"
+        m = metrics(n4)
+        assert not (m["raftnet_transport_sent_total"] == 0 and m["raftnet_transport_dropped_total"] > 50), (
+            f"n4 drops every message it sends: {m}, status {n4.status()}")
+        return members(c.leader()) == four
+
+    wait_for(joined, 30, interval=0.1, what="n4 to become a voter")
+    c.wait_caught_up(n4, c.leader())
+    for k, v in data.items():
+        assert n4.stale(k).body["value"] == v
+    st = n4.status()
+    assert st["snapshot_index"] >= 20, st
+    assert st["role"] == "follower" and st["leader_id"] == c.leader().id
+    wait_for(lambda: all(members(n) == four for n in c.live()), 10, what="every node to see four voters")
+    assert c.put("with-n4", "yes").status == 200
+    wait_for(lambda: n4.stale("with-n4").status == 200, 10, what="n4 to receive new writes")
+    # and it can be removed again
+    assert c.call("DELETE", "/v1/members/n4", timeout=20).status == 200
+    wait_for(lambda: all(set(members(c.nodes[i])) == {"n1", "n2", "n3"} for i in ("n1", "n2", "n3")), 10,
+             what="n4 gone from every configuration")
+
+
+def test_remove_a_follower_then_the_leader_itself(local_cluster) -> None:  # type: ignore[no-untyped-def]
+    c: LocalCluster = local_cluster(4)
+    data = {f"k{i}": f"v{i}" for i in range(10)}
+    for k, v in data.items():
+        assert c.put(k, v).status == 200
+    leader = c.leader()
+    victim = c.followers(leader)[0]
+    # an unknown member: 404, nothing changes
+    r = leader.request("DELETE", "/v1/members/n99")
+    assert (r.status, r.body["error"]) == (404, "not_found"), r.body
+    # on a follower: 307 to the leader, nothing changes
+    other = next(n for n in c.followers(leader) if n.id != victim.id)
+    r = other.request("DELETE", f"/v1/members/{victim.id}")
+    assert r.status == 307 and r.body["leader"] == {"id": leader.id, "address": leader.address}, r.body
+    assert len(members(leader)) == 4
+
+    # remove a follower
+    r = c.call("DELETE", f"/v1/members/{victim.id}", timeout=20)
+    assert r.status == 200, r.body
+    three = {n.id for n in c.nodes.values()} - {victim.id}
+    assert {m["id"] for m in r.body["members"]} == three
+    wait_for(lambda: all(set(members(c.nodes[i])) == three for i in three), 10,
+             what=f"{victim.id} gone from every configuration")
+    assert c.put("after-follower-removed", "x").status == 200
+    c.kill(victim.id)  # with 3 voters left, the remaining 3 are all it takes
+
+    # remove the leader itself: the other two elect a new leader and keep writing
+    leader = c.leader()
+    rest = sorted(three - {leader.id})
+    r = leader.request("DELETE", f"/v1/members/{leader.id}", timeout=30)
+    assert r.status == 200, r.body
+    assert {m["id"] for m in r.body["members"]} == set(rest)
+    new = c.leader(timeout=20, among=rest)
+    wait_for(lambda: members(new) == {i: True for i in rest}, 10, what="a two-voter configuration")
+    assert c.put("after-leader-removed", "y", via=new, timeout=20).status == 200
+    for k, v in {**data, "after-follower-removed": "x", "after-leader-removed": "y"}.items():
+        assert c.call("GET", kv(k), via=new).body["value"] == v
+    # the removed leader leads nothing any more; the others follow the new one
+    wait_for(lambda: c.nodes[leader.id].status()["role"] != "leader", 10, what="the removed leader to step down")
+    for i in rest:
+        wait_for(lambda i=i: c.nodes[i].status()["leader_id"] == new.id, 10, what=f"{i} to follow {new.id}")
+    # the two of them are a majority of their configuration, not of the old one
+    assert c.nodes[leader.id].request("PUT", kv("via-removed"), {"value": "z"}).status != 200
