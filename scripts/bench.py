@@ -151,6 +151,36 @@ def failover(cluster: LocalCluster, reps: int) -> list[float]:
     return times
 
 
+def isolated_leader(cluster: LocalCluster, reps: int) -> tuple[list[float], list[float]]:
+    """Freeze both followers (SIGSTOP: the leader is cut off from its majority); time the last
+    linearizable read it still answers with 200, and its first refusal (503/307: it stepped down)."""
+    times, refusals = [], []
+    for _ in range(reps):
+        leader = cluster.leader(15)
+        request(leader.address, "PUT", "/v1/kv/isolation", {"value": "x"})
+        followers = [n for n in cluster.live() if n.id != leader.id]
+        for f in followers:
+            cluster.pause(f.id)
+        t0 = time.monotonic()
+        last_ok = t0
+        refused = float("nan")
+        while time.monotonic() - t0 < 5:
+            try:
+                r = request(leader.address, "GET", "/v1/kv/isolation", timeout=2)
+            except OSError:
+                break
+            if r.status != 200:
+                refused = time.monotonic() - t0
+                break
+            last_ok = time.monotonic()
+        times.append(last_ok - t0)
+        refusals.append(refused)
+        for f in followers:
+            cluster.resume(f.id)
+        wait_for(lambda: cluster.leader(15) is not None, 15, what="a leader again")
+    return times, refusals
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=int, default=5, help="duration of each load run")
@@ -178,9 +208,17 @@ def main() -> int:
         results["reads"]["64"] = r  # type: ignore[index]
         print(f"  linearizable reads, 64 clients: {r['ops_per_s']:8.0f}/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
               f"  non-2xx {r['non_2xx']}", flush=True)
+        iso, refused = isolated_leader(cluster, 5)
+        print(f"  isolated leader: last linearizable read served {max(iso) * 1000:.0f} ms after isolation; "
+              f"first refusal (stepped down) after {', '.join(f'{t * 1000:.0f}' for t in refused)} ms "
+              f"(election timeout 300:600 ms)", flush=True)
         times = failover(cluster, a.failovers)
     results["failover_ms"] = {"runs": [round(t * 1000, 1) for t in times], "min": round(min(times) * 1000, 1),
                               "median": round(statistics.median(times) * 1000, 1), "max": round(max(times) * 1000, 1)}
+    results["isolated_leader_last_read_ms"] = {"runs": [round(t * 1000, 1) for t in iso],
+                                               "max": round(max(iso) * 1000, 1)}
+    results["isolated_leader_step_down_ms"] = {"runs": [round(t * 1000, 1) for t in refused],
+                                               "max": round(max(refused) * 1000, 1)}
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2))
@@ -194,6 +232,9 @@ def main() -> int:
     f = results["failover_ms"]
     print(f"| failover kill -> first committed write, ms (min / median / max of {len(times)}) | "
           f"{f['min']} / {f['median']} / {f['max']} |")  # type: ignore[index]
+    iso_ms, down_ms = results["isolated_leader_last_read_ms"], results["isolated_leader_step_down_ms"]
+    print(f"| isolated leader: last linearizable read served / first refusal after isolation, ms (max of "
+          f"{len(iso)}) | {iso_ms['max']} / {down_ms['max']} |")  # type: ignore[index]
     print(f"\nJSON: {path}")
     return 0
 
