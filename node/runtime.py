@@ -357,24 +357,9 @@ class Runtime:
         if self.core.role is not Role.LEADER:
             raise self.not_leader()
         data = json.dumps(cmd, separators=(",", ":"))
-        result: asyncio.Future[Result | None] = asyncio.get_running_loop().create_future()
-
-        def propose() -> None:
-            if result.done():
-                return
-            try:
-                idx = self.core.propose(data)
-            except CoreNotLeaderError:
-                result.set_exception(self.not_leader())
-                return
-            except ProposalDroppedError as e:
-                result.set_exception(UnavailableError(str(e)))
-                return
-            self._waiters[idx] = _Waiter(self.core.term, result)
-
-        self._call(propose)
         metrics.PROPOSALS.inc()
-        r = await self._within(result, IndeterminateError("not confirmed in time; the write may or may not apply"))
+        r = await self._commit(lambda: self.core.propose(data),
+                               IndeterminateError("not confirmed in time; the write may or may not apply"))
         assert r is not None
         if r.get("error") == "stale_request":
             raise BadRequestError("X-Request-Seq is older than this client's session window")
@@ -425,12 +410,20 @@ class Runtime:
 
     async def _change(self, build: Callable[[Membership], Membership]) -> None:
         """Propose a configuration change and wait until it is committed."""
+        await self._commit(lambda: self.core.propose_membership(build(self.core.membership)),
+                           IndeterminateError("membership change not confirmed in time"))
+
+    async def _commit(self, append: Callable[[], Index], late: RaftnetError) -> Result | None:
+        """Run ``append`` (a proposal to the core) in the drive loop, then wait until the
+        entry it appended is applied: its result, 503 if another entry took its index,
+        ``late`` (504) past the request timeout."""
         result: asyncio.Future[Result | None] = asyncio.get_running_loop().create_future()
 
         def propose() -> None:
+            if result.done():
+                return
             try:
-                new = build(self.core.membership)
-                idx = self.core.propose_membership(new)
+                idx = append()
             except CoreNotLeaderError:
                 result.set_exception(self.not_leader())
                 return
@@ -446,11 +439,7 @@ class Runtime:
             self._waiters[idx] = _Waiter(self.core.term, result)
 
         self._call(propose)
-        try:
-            await asyncio.wait_for(asyncio.shield(result), self.config.request_timeout_s)
-        except asyncio.TimeoutError:
-            _quiet(result)
-            raise IndeterminateError("membership change not confirmed in time") from None
+        return await self._within(result, late)
 
     async def _retry_change(self, build: Callable[[Membership], Membership], deadline: float) -> None:
         loop = asyncio.get_running_loop()

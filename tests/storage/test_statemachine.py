@@ -106,7 +106,7 @@ def test_the_session_window_keeps_the_last_sequence_numbers() -> None:
 
 
 def test_serialize_and_restore_round_trip() -> None:
-    fsm, log = KVStateMachine(), Log()
+    fsm = KVStateMachine()
     fsm.apply(None, [entry(i, 1 + i // 40) for i in range(1, 301)])
     data = fsm.serialize()
     copy = KVStateMachine()
