@@ -194,6 +194,9 @@ def cmd_up(a: argparse.Namespace) -> int:
 
     _need_root()
     wd = _workdir(a.name)
+    from . import cleanup
+
+    cleanup.clean(sweep_orphans=False)  # what crashed runs left (dead owners only)
     if (wd / "state.json").exists():
         try:
             old = _attach(a.name)
@@ -338,6 +341,9 @@ def cmd_check(a: argparse.Namespace) -> int:
         raise CliError("--nodes must be between 3 and 15", 2)
     if a.time <= 0 or a.clients < 1 or a.keys < 1:
         raise CliError("--time, --clients and --keys must be positive", 2)
+    from . import cleanup
+
+    cleanup.clean(sweep_orphans=False)  # what crashed runs left (dead owners only)
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
     out = a.out or Path("runs") / f"check-{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
     r = run_check(CheckConfig(nodes=a.nodes, time=a.time, clients=a.clients, keys=a.keys, kinds=kinds, seed=seed,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import alloc, cleanup, firewall, netns, topology
+from . import alloc, firewall, netns, topology
 from .local import request, wait_for
 from .process import NodeProcess, ProcessGoneError, spawn
 from .report import EventRecord
@@ -86,7 +86,6 @@ class Cluster:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "Cluster":
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cleanup.clean(base_dir=self.base_dir, sweep_orphans=False)  # what crashed runs left (dead owners only)
         a = alloc.allocate(self.name, self.owner_pid, topology.node_ids(self.n), base_dir=self.base_dir)
         self.topo = Topology.of(a.slot, self.n)
         try:

@@ -39,6 +39,18 @@ def pytest_configure(config: pytest.Config) -> None:
     os.execvp(argv[0], argv)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The next run removes what crashed runs left (dead owners only): once, before any worker starts."""
+    if hasattr(session.config, "workerinput") or os.geteuid() != 0:
+        return
+    from harness import cleanup
+
+    try:
+        cleanup.clean(sweep_orphans=False)
+    except OSError:
+        pass  # e.g. no /run/raftnet yet
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:
         return
