@@ -251,3 +251,16 @@ def kill_all(procs: Sequence[NodeProcess], timeout: float = 10.0) -> None:
     for p in procs:
         if not p.wait(timeout):
             raise TimeoutError(f"process {p.pid} survived SIGKILL for {timeout}s")
+
+
+def node_processes(workdir: str | os.PathLike[str]) -> list[int]:
+    """Live (not zombie) processes running ``-m node`` with an argument under ``workdir``:
+    what a "nothing left behind" check looks for."""
+    where = str(workdir)
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if p.info["status"] != psutil.STATUS_ZOMBIE and "-m" in cmd and "node" in cmd and any(
+                where in a for a in cmd):
+            out.append(p.pid)
+    return out

@@ -585,6 +585,3 @@ class Runtime:
             "voted_for": c.voted_for,
             "members": self.members(),
         }
-
-    def applied_index(self) -> Index:
-        return self.fsm.applied

@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from harness import alloc, netns, topology
+from harness.process import node_processes
 from harness.local import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -78,16 +79,6 @@ def slot_of(doc: dict[str, Any]) -> int:
     m = re.fullmatch(r"10\.213\.(\d+)\.\d+:\d+", doc["nodes"][0]["address"])
     assert m, doc
     return int(m.group(1))
-
-
-def node_processes(workdir: Path) -> list[int]:
-    out = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        cmd = p.info["cmdline"] or []
-        if p.info["status"] != psutil.STATUS_ZOMBIE and "-m" in cmd and "node" in cmd and any(
-                str(workdir) in a for a in cmd):
-            out.append(p.pid)
-    return out
 
 
 def gone(pid: int) -> bool:

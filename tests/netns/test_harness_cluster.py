@@ -35,6 +35,7 @@ from harness import alloc, cleanup, firewall, netns, topology
 from harness.client import Client
 from harness.cluster import Cluster, ClusterError
 from harness.history import History, OpType
+from harness.process import node_processes
 from harness.local import wait_for
 from harness.workload import converge
 
@@ -113,17 +114,6 @@ def gone(pid: int) -> bool:
         return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
-
-
-def node_processes(workdir: Path) -> list[int]:
-    """Live processes running ``-m node`` with a data dir under ``workdir``."""
-    out = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        cmd = p.info["cmdline"] or []
-        if p.info["status"] != psutil.STATUS_ZOMBIE and "-m" in cmd and "node" in cmd and any(
-                str(workdir) in a for a in cmd):
-            out.append(p.pid)
-    return out
 
 
 def root_rules_mention(slot: int, backend: firewall.Backend | None) -> bool:
