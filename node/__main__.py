@@ -26,7 +26,7 @@ from .raft import Member, Membership, NodeId
 from .runtime import Runtime
 from .server import make_app
 from .statemachine import KVStateMachine
-from .storage import SqliteStorage, StorageError
+from .storage import SqliteStorage, StorageError, fsync_dir
 
 PROG = "raftnet-node"
 
@@ -92,7 +92,10 @@ def parse_args(argv: list[str]) -> Config:
 def open_data_dir(cfg: Config) -> tuple[SqliteStorage, KVStateMachine, object, int]:
     d = cfg.data_dir
     try:
+        created = not d.exists()
         d.mkdir(parents=True, exist_ok=True)
+        if created:
+            fsync_dir(d.parent)  # the new data dir's own entry survives a power cut
         lock_fd = os.open(d / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise StartupError(f"data dir {d} is not usable: {e.strerror}") from None
