@@ -97,9 +97,25 @@ class Ready:
     hard_state: HardState | None  # durable before any message leaves
     entries: tuple[Entry, ...]  # append, replacing stored entries from entries[0].index on
     snapshot: Snapshot | None  # install (replaces the whole stored log) before entries
-    messages: tuple[Message, ...]  # send after the write above
+    messages: tuple[Message, ...]  # all of them; send as messages_now() / messages_after() say
     committed: tuple[Entry, ...]  # apply in order
     reads: tuple[ReadState, ...]  # serve once last_applied >= read.index
+    # §10.2.1: a leader whose term and vote are already durable may send its AppendEntries
+    # before its own write of ``entries`` completes (its own copy counts toward commitment
+    # only after advance()). Decided by the core, so the driver and the simulator share it.
+    appends_early: bool = False
+
+    def messages_now(self) -> tuple[Message, ...]:
+        """Messages safe to send before the write of this Ready is durable."""
+        if not self.appends_early:
+            return ()
+        return tuple(m for m in self.messages if isinstance(m, AppendEntries))
+
+    def messages_after(self) -> tuple[Message, ...]:
+        """Messages that may leave only once the write of this Ready returned (votes, replies, TimeoutNow)."""
+        if not self.appends_early:
+            return self.messages
+        return tuple(m for m in self.messages if not isinstance(m, AppendEntries))
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +363,7 @@ class RaftCore:
             committed = tuple(self.log.slice(self.applied + 1, hi))
         if not (hs_out or entries or self._pending_snapshot or self._msgs or committed or self._reads_ready):
             return None
+        durable = self._prev_hard_state
         rd = Ready(
             hard_state=hs_out,
             entries=entries,
@@ -354,6 +371,9 @@ class RaftCore:
             messages=tuple(self._msgs),
             committed=committed,
             reads=tuple(self._reads_ready),
+            # Invariant: an AppendEntries leaves early only from a leader whose term and
+            # vote are already durable (the hard state last handed out and advanced).
+            appends_early=self.role is Role.LEADER and (hs.term, hs.voted_for) == (durable.term, durable.voted_for),
         )
         self._msgs = []
         self._reads_ready = []

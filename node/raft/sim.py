@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from .core import CoreConfig, InitialState, RaftCore, Ready
 from .errors import MembershipChangeError, NotLeaderError, ProposalDroppedError
-from .messages import AppendEntries, InstallSnapshot, Message
+from .messages import InstallSnapshot, Message
 from .types import (
     Entry,
     EntryKind,
@@ -189,13 +189,9 @@ class Sim:
     def _drain(self, nid: NodeId, may_crash: bool = False) -> None:
         n = self.nodes[nid]
         while n.core is not None and (rd := n.core.ready()) is not None:
-            msgs = list(rd.messages)
-            hs, disk = rd.hard_state, n.disk.hard_state
-            if n.core.role is Role.LEADER and (hs is None or (hs.term, hs.voted_for) == (disk.term, disk.voted_for)):
-                # like the node (§10.2.1): a leader replicates before its own write is durable
-                for m in [m for m in msgs if isinstance(m, AppendEntries)]:
-                    self._send(m)
-                msgs = [m for m in msgs if not isinstance(m, AppendEntries)]
+            for m in rd.messages_now():  # like the node (§10.2.1): the core's rule, Ready.appends_early
+                self._send(m)
+            msgs = rd.messages_after()
             if may_crash and self.rng.random() < 0.002 * self.chaos:
                 if self.rng.random() < 0.5:
                     self._persist(n, rd)  # durable, but the messages never left
