@@ -26,7 +26,7 @@ from .raft import Member, Membership, NodeId
 from .runtime import Runtime
 from .server import make_app
 from .statemachine import KVStateMachine
-from .storage import SqliteStorage, StorageError, fsync_dir
+from .storage import SqliteStorage, StorageError, ThreadedStorage, fsync_dir
 
 PROG = "raftnet-node"
 
@@ -140,7 +140,7 @@ def bind(cfg: Config) -> socket.socket:
 
 
 async def serve(cfg: Config, storage: SqliteStorage, fsm: KVStateMachine, state: object, sock: socket.socket) -> int:
-    runtime = Runtime(cfg, storage, fsm, state)  # type: ignore[arg-type]
+    runtime = Runtime(cfg, ThreadedStorage(storage, fsm), fsm, state)  # type: ignore[arg-type]
     app = make_app(runtime, cfg)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()

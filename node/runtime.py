@@ -2,11 +2,19 @@
 
 One asyncio task (``_drive``) owns the core. HTTP handlers never call the
 core; they queue work (inbound messages, proposals, reads, admin calls) and
-wait on futures. The loop drains the queue, ticks the core, and handles each
-Ready in order: persist (one SQLite transaction in a worker thread, fsync),
-send, resolve waiters and reads, advance. While a transaction is being
-fsynced the event loop keeps accepting requests, which land in the next
-Ready: that is the group commit.
+wait on futures. The loop drains the queue (inbound messages first, then the
+tick backlog, capped), and handles each Ready in order: the messages the core
+says are safe now (a leader's AppendEntries, §10.2.1), persist (one SQLite
+transaction in a worker thread, fsync), the other messages, resolve waiters
+and reads, advance. While a transaction is being fsynced the event loop keeps
+accepting requests, which land in the next Ready: that is the group commit.
+Snapshots are taken off the loop: the state is copied in the storage thread,
+serialized in another, written, and the log compacted back in the loop.
+
+Storage, transport, state machine and clock sit behind small Protocols
+(``Storage`` in node/storage.py, ``Transport`` and ``Clock`` here,
+``StateMachine`` in node/statemachine.py), so tests build a Runtime from
+in-memory doubles and check the ordering rules deterministically.
 
 Waiters are keyed by log index and remember the term of their proposal. An
 entry applied at that index with the same term is our command: its result is
@@ -17,14 +25,13 @@ answer in time: 504 (it may still commit).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -39,7 +46,6 @@ from .errors import (
     UnavailableError,
 )
 from .raft import (
-    AppendEntries,
     Entry,
     Index,
     InitialState,
@@ -55,8 +61,8 @@ from .raft import (
     Term,
 )
 from .raft import NotLeaderError as CoreNotLeaderError
-from .statemachine import KVStateMachine, Result
-from .storage import LoadedState, SqliteStorage
+from .statemachine import KVStateMachine, Result, serialize_image
+from .storage import LoadedState, Storage
 from .transport import HttpTransport
 
 log = logging.getLogger("raftnet.runtime")
@@ -65,6 +71,33 @@ log = logging.getLogger("raftnet.runtime")
 def _quiet(fut: "asyncio.Future[Any]") -> None:
     """Nobody awaits ``fut`` any more: retrieve its outcome so asyncio does not warn."""
     fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Time as the runtime sees it (the event loop's clock; a manual one in tests)."""
+
+    def time(self) -> float: ...
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Timer: ...
+
+
+class LoopClock:
+    def time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_later(delay, fn)
+
+
+class Transport(Protocol):
+    """Fire-and-forget delivery of Raft messages to peers (HttpTransport; a recorder in tests)."""
+
+    async def start(self) -> None: ...
+    def send_all(self, msgs: Sequence[Message]) -> None: ...
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -83,7 +116,17 @@ class _Inbox:
 
 
 class Runtime:
-    def __init__(self, config: Config, storage: SqliteStorage, fsm: KVStateMachine, state: LoadedState) -> None:
+    def __init__(
+        self,
+        config: Config,
+        storage: Storage,
+        fsm: KVStateMachine,
+        state: LoadedState,
+        *,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.config = config
         self.storage = storage
         self.fsm = fsm
@@ -92,9 +135,10 @@ class Runtime:
             NodeId(config.id),
             InitialState(state.hard_state, state.snapshot, state.entries, state.applied),
             config.core_config(),
-            random.Random(),
+            rng or random.Random(),
         )
-        self.transport = HttpTransport(
+        self.clock: Clock = clock or LoopClock()
+        self.transport: Transport = transport or HttpTransport(
             config.id, config.address, lambda: self.cluster_id, self._address_of, storage.snapshot,
             self._report_unreachable, config.secret,
         )
@@ -106,22 +150,20 @@ class Runtime:
         self._read_ctx = 0
         self._apply_waits: list[tuple[int, asyncio.Future[None]]] = []
         self._known_addresses: dict[str, str] = {m.id: m.address for m in self.core.membership.members}
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage")
         self._task: asyncio.Task[None] | None = None
         self._join_task: asyncio.Task[None] | None = None
-        self._ticker: asyncio.TimerHandle | None = None
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._ticker: Timer | None = None
         self._stopping = False
         self._last_role = self.core.role
         self._last_term = self.core.term
-        self._durable_vote = (state.hard_state.term, state.hard_state.voted_for)
         self._last_leader: NodeId | None = None
         self.fatal: BaseException | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         await self.transport.start()
-        loop = asyncio.get_running_loop()
-        self._ticker = loop.call_later(self.config.tick_s, self._on_tick)
+        self._ticker = self.clock.call_later(self.config.tick_s, self._on_tick)
         self._task = asyncio.create_task(self._drive(), name="raft-drive")
         if self.config.join and not self.core.membership.members:
             self._join_task = asyncio.create_task(self._join(self.config.join), name="join")
@@ -130,7 +172,7 @@ class Runtime:
         self._stopping = True
         if self._ticker is not None:
             self._ticker.cancel()
-        for t in (self._join_task, self._task):
+        for t in (self._join_task, self._snapshot_task, self._task):
             if t is not None:
                 t.cancel()
                 try:
@@ -142,8 +184,7 @@ class Runtime:
                 w.future.set_exception(IndeterminateError("node shutting down; the write may or may not apply"))
         self._fail_reads(UnavailableError("node shutting down"))
         await self.transport.close()
-        self._executor.shutdown(wait=True)
-        self.storage.close()
+        await self.storage.close()
 
     @property
     def done(self) -> asyncio.Task[None] | None:
@@ -154,7 +195,7 @@ class Runtime:
             return
         self._tick_due += 1
         self._wake.set()
-        self._ticker = asyncio.get_running_loop().call_later(self.config.tick_s, self._on_tick)
+        self._ticker = self.clock.call_later(self.config.tick_s, self._on_tick)
 
     # ------------------------------------------------------------------ the loop
     async def _drive(self) -> None:
@@ -163,18 +204,24 @@ class Runtime:
             while not self._stopping:
                 await self._wake.wait()
                 self._wake.clear()
-                ticks, self._tick_due = self._tick_due, 0
-                for _ in range(min(ticks, core.cfg.election_ticks[1])):
-                    core.tick()
+                if self.fatal is not None:
+                    raise self.fatal
+                # Inbound messages before the tick backlog: after a stall of this loop (a slow
+                # fsync, a big apply) the replies that queued meanwhile must count before time
+                # does, or a healthy leader steps down under CheckQuorum and drops them. The
+                # backlog itself is capped: a stall is not evidence that peers went silent.
                 inbox, self._inbox = self._inbox, _Inbox()
                 for m in inbox.messages:
                     core.step(m)
                 for call in inbox.calls:
                     call()
+                ticks, self._tick_due = self._tick_due, 0
+                for _ in range(min(ticks, self.max_tick_burst)):
+                    core.tick()
                 while (rd := core.ready()) is not None:
                     await self._handle_ready(rd)
                 self._observe()
-                await self._maybe_snapshot()
+                self._maybe_snapshot()
         except asyncio.CancelledError:
             raise
         except BaseException as e:  # storage failure or a broken invariant: stop the process
@@ -182,37 +229,34 @@ class Runtime:
             self.fatal = e
             raise
 
+    @property
+    def max_tick_burst(self) -> int:
+        """Ticks run at most per wake-up: one heartbeat interval, well under an election timeout."""
+        return self.core.cfg.heartbeat_ticks
+
     async def _handle_ready(self, rd: Ready) -> None:
-        results: list[Result | None] = []
-        late = rd.messages
         hs = rd.hard_state
-        if self.core.role is Role.LEADER and (hs is None or (hs.term, hs.voted_for) == self._durable_vote):
-            # §10.2.1: a leader may replicate in parallel with its own disk write; its own
-            # copy counts toward commitment only after advance() (log.stable_index).
-            early = [m for m in rd.messages if isinstance(m, AppendEntries)]
-            if early:
-                self.transport.send_all(early)
-                late = tuple(m for m in rd.messages if not isinstance(m, AppendEntries))
-        loop = asyncio.get_running_loop()
+        now = rd.messages_now()  # the core's rule: a durable leader's AppendEntries (§10.2.1)
+        if now:
+            self.transport.send_all(now)
         durable = self.core.log.stable_index
         if rd.entries:
             durable = min(durable, rd.entries[0].index - 1)
         if rd.committed and rd.snapshot is None and rd.committed[-1].index <= durable:
             # Entries already durable in our log: apply and answer the clients now,
             # without waiting for the fsync of the entries that follow them.
-            results = await loop.run_in_executor(self._executor, self.storage.apply, rd.committed, self.fsm)
-            self._resolve(rd.committed, results)
+            # Invariant: early apply never passes the durable index.
+            self._resolve(rd.committed, await self.storage.apply(rd.committed))
             rd_log = dataclasses.replace(rd, committed=())
         else:
             rd_log = rd
         if hs is not None or rd_log.entries or rd_log.snapshot is not None or rd_log.committed:
             with metrics.FSYNC_SECONDS.time():
-                results = await loop.run_in_executor(self._executor, self.storage.save, rd_log, self.fsm)
-            if hs is not None:
-                self._durable_vote = (hs.term, hs.voted_for)
+                results = await self.storage.save(rd_log)
             self._resolve(rd_log.committed, results)
-        if late:
-            self.transport.send_all(late)
+        after = rd.messages_after()  # votes, replies, TimeoutNow: only once the write returned
+        if after:
+            self.transport.send_all(after)
         self.core.advance(rd)
         if rd.snapshot is not None:
             for idx in [i for i in self._waiters if i <= rd.snapshot.meta.index]:
@@ -282,21 +326,44 @@ class Runtime:
                 fut.set_exception(err)
         self._reads.clear()
 
-    async def _maybe_snapshot(self) -> None:
+    def _maybe_snapshot(self) -> None:
+        """Start a snapshot in the background when enough was applied since the last one."""
         core = self.core
         every = self.config.snapshot_every
-        if every <= 0 or core.applied - core.log.snapshot_index < every or core.applied > core.log.stable_index:
+        if self._snapshot_task is not None or self._stopping or every <= 0:
             return
-        meta = core.snapshot_meta_at(core.applied)
-        loop = asyncio.get_running_loop()
+        if core.applied - core.log.snapshot_index < every or core.applied > core.log.stable_index:
+            return
+        self._snapshot_task = asyncio.create_task(self._take_snapshot(), name="snapshot")
 
-        def write() -> None:
-            self.storage.save_snapshot(meta, self.fsm.serialize())
+    async def _take_snapshot(self) -> None:
+        """Copy (storage thread), serialize (another thread), write, then compact in the loop:
+        the drive loop, and so the heartbeats, never wait for a large state."""
+        try:
+            image = await self.storage.capture()
+            meta = await self._run_in_loop(
+                lambda: self.core.snapshot_meta_at(image.applied)
+                if image.applied > self.core.log.snapshot_index else None)
+            if meta is None:
+                return  # a snapshot from the leader superseded ours meanwhile
+            data = await asyncio.get_running_loop().run_in_executor(None, serialize_image, image)
+            await self.storage.save_snapshot(meta, data)
 
-        await loop.run_in_executor(self._executor, write)
-        core.compact(meta.index)
-        metrics.SNAPSHOTS.inc()
-        log.info("snapshot at index %d; log compacted", meta.index)
+            def compact() -> None:
+                if meta.index > self.core.log.snapshot_index:
+                    self.core.compact(meta.index)
+
+            await self._run_in_loop(compact)
+            metrics.SNAPSHOTS.inc()
+            log.info("snapshot at index %d; log compacted", meta.index)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # a storage failure: the drive loop raises it and the node exits
+            log.critical("snapshot failed: %r", e, exc_info=True)
+            self.fatal = e
+        finally:
+            self._snapshot_task = None
+            self._wake.set()
 
     # ------------------------------------------------------------------ plumbing
     def _address_of(self, node_id: NodeId) -> str | None:
@@ -396,7 +463,7 @@ class Runtime:
             if not fut.done():
                 fut.set_exception(err)
 
-        timer = asyncio.get_running_loop().call_later(self.config.request_timeout_s, expire)
+        timer = self.clock.call_later(self.config.request_timeout_s, expire)
         try:
             return await fut
         finally:
@@ -548,8 +615,7 @@ class Runtime:
                             st = await r.json()
                             cid = st.get("cluster_id")
                             if r.status == 200 and isinstance(cid, str):
-                                await asyncio.get_running_loop().run_in_executor(
-                                    self._executor, self.storage.set_cluster_id, cid)
+                                await self.storage.set_cluster_id(cid)
                                 self.cluster_id = cid
                             continue
                     async with s.post(f"http://{addr}/v1/members", json=body, allow_redirects=False) as r:

@@ -19,6 +19,7 @@ import json
 import sqlite3
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .raft import Entry, EntryKind, Index
@@ -35,6 +36,44 @@ class StateMachine(Protocol):
     def apply(self, conn: sqlite3.Connection | None, entries: Iterable[Entry]) -> list[Result | None]: ...
     def serialize(self) -> bytes: ...
     def restore(self, conn: sqlite3.Connection | None, data: bytes, index: Index) -> None: ...
+
+
+@dataclass(frozen=True)
+class Image:
+    """The state machine's state at one applied index, detached from the live dicts."""
+
+    applied: Index
+    kv: dict[str, tuple[str, int]]
+    sessions: dict[str, dict[int, tuple[str, int]]]
+
+
+def serialize_image(image: Image, chunk: int = 2_000) -> bytes:
+    """The snapshot format (zlib-compressed JSON ``{"applied", "kv", "sessions"}``), encoded
+    ``chunk`` items at a time: one json.dumps of a large state holds the GIL for its whole
+    duration and would stall the event loop; small calls let the loop thread in between."""
+    z = zlib.compressobj(1)
+    parts: list[bytes] = [z.compress(b'{"applied":%d,"kv":[' % image.applied)]
+
+    def emit(rows: Iterable[list[Any]]) -> None:
+        first, batch = True, []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= chunk:
+                parts.append(z.compress((("" if first else ",") + _dumps(batch)[1:-1]).encode()))
+                first, batch = False, []
+        if batch:
+            parts.append(z.compress((("" if first else ",") + _dumps(batch)[1:-1]).encode()))
+
+    emit([k, v, i] for k, (v, i) in image.kv.items())
+    parts.append(z.compress(b'],"sessions":['))
+    emit([c, seq, r, i] for c, s in image.sessions.items() for seq, (r, i) in s.items())
+    parts.append(z.compress(b"]}"))
+    parts.append(z.flush())
+    return b"".join(parts)
+
+
+def _dumps(x: Any) -> str:
+    return json.dumps(x, separators=(",", ":"))
 
 
 class KVStateMachine:
@@ -131,13 +170,13 @@ class KVStateMachine:
         return {"index": index}
 
     # ------------------------------------------------------------------ snapshots
+    def capture(self) -> Image:
+        """A copy of the state at ``applied``: cheap (dict copies), so that the expensive
+        serialization can run while apply goes on."""
+        return Image(self.applied, dict(self.kv), {c: dict(s) for c, s in self.sessions.items()})
+
     def serialize(self) -> bytes:
-        doc = {
-            "applied": self.applied,
-            "kv": [[k, v, i] for k, (v, i) in self.kv.items()],
-            "sessions": [[c, seq, r, i] for c, s in self.sessions.items() for seq, (r, i) in s.items()],
-        }
-        return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
+        return serialize_image(self.capture())
 
     def restore(self, conn: sqlite3.Connection | None, data: bytes, index: Index) -> None:
         doc = json.loads(zlib.decompress(data)) if data else {"kv": [], "sessions": []}

@@ -16,18 +16,23 @@ disk is always safe, running on after a failed write is not.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import sqlite_utils
 
 from .raft import Entry, EntryKind, HardState, Index, Membership, NodeId, Ready, Snapshot, SnapshotMeta, Term
-from .statemachine import KVStateMachine, Result, StateMachine
+from .statemachine import Image, KVStateMachine, Result, StateMachine
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 # Test-only: "1" runs SQLite with synchronous=OFF (no fsync at all), so that a test can
@@ -55,13 +60,129 @@ class LoadedState:
 
 
 class LogStore(Protocol):
+    """Durable storage, synchronous: each call returns once its write is durable."""
+
     def load(self, fsm: KVStateMachine) -> LoadedState: ...
     def bootstrap(self, node_id: str, cluster_id: str | None, membership: Membership) -> None: ...
     def set_cluster_id(self, cluster_id: str) -> None: ...
     def save(self, rd: Ready, fsm: StateMachine) -> list[Result | None]: ...
+    def apply(self, committed: tuple[Entry, ...], fsm: StateMachine) -> list[Result | None]: ...
     def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None: ...
     def snapshot(self) -> Snapshot: ...
     def close(self) -> None: ...
+
+
+class Storage(Protocol):
+    """Storage as the runtime sees it: every call may take a while (an fsync), so it is awaited
+    while the event loop goes on. ``save`` makes one Ready durable (snapshot, entries, hard
+    state) and applies its committed entries in the same transaction; ``apply`` applies
+    entries that are durable in the log already; ``capture`` copies the state machine at a
+    consistent applied index, for a snapshot taken off the drive loop."""
+
+    async def save(self, rd: Ready) -> list[Result | None]: ...
+    async def apply(self, committed: tuple[Entry, ...]) -> list[Result | None]: ...
+    async def capture(self) -> Image: ...
+    async def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None: ...
+    async def set_cluster_id(self, cluster_id: str) -> None: ...
+    def snapshot(self) -> Snapshot: ...
+    async def close(self) -> None: ...
+
+
+class ThreadedStorage:
+    """A LogStore driven from the event loop: every call runs, in order, in one worker thread
+    (the state machine is applied there too, so ``capture`` sees a consistent state)."""
+
+    def __init__(self, store: LogStore, fsm: KVStateMachine) -> None:
+        self.store = store
+        self.fsm = fsm
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage")
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def save(self, rd: Ready) -> list[Result | None]:
+        return await self._run(self.store.save, rd, self.fsm)
+
+    async def apply(self, committed: tuple[Entry, ...]) -> list[Result | None]:
+        return await self._run(self.store.apply, committed, self.fsm)
+
+    async def capture(self) -> Image:
+        return await self._run(self.fsm.capture)
+
+    async def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        await self._run(self.store.save_snapshot, meta, data)
+
+    async def set_cluster_id(self, cluster_id: str) -> None:
+        await self._run(self.store.set_cluster_id, cluster_id)
+
+    def snapshot(self) -> Snapshot:
+        return self.store.snapshot()
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.store.close()
+
+
+class MemoryStorage:
+    """A LogStore in memory (the test double): 'durable' means stored in this object."""
+
+    def __init__(self) -> None:
+        self.meta: dict[str, str] = {}
+        self.hard_state = HardState(Term(0), None, Index(0))
+        self.log: dict[int, Entry] = {}
+        self.snap = Snapshot(SnapshotMeta(Index(0), Term(0), Membership()), b"")
+        self.applied = Index(0)
+
+    def load(self, fsm: KVStateMachine) -> LoadedState:
+        entries = tuple(self.log[i] for i in sorted(self.log) if i > self.snap.meta.index)
+        fsm.restore(None, self.snap.data, self.snap.meta.index)
+        replay = [e for e in entries if e.index <= self.applied]
+        if replay:
+            fsm.apply(None, replay)
+        return LoadedState(self.meta.get("node_id"), self.meta.get("cluster_id"), self.hard_state,
+                           self.snap.meta, entries, self.applied)
+
+    def bootstrap(self, node_id: str, cluster_id: str | None, membership: Membership) -> None:
+        self.meta["node_id"] = node_id
+        if cluster_id:
+            self.meta["cluster_id"] = cluster_id
+        self.snap = Snapshot(SnapshotMeta(Index(0), Term(0), membership), b"")
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        self.meta["cluster_id"] = cluster_id
+
+    def save(self, rd: Ready, fsm: StateMachine) -> list[Result | None]:
+        if rd.snapshot is not None:
+            self.snap = rd.snapshot
+            self.log.clear()
+            fsm.restore(None, rd.snapshot.data, rd.snapshot.meta.index)
+            self.applied = rd.snapshot.meta.index
+        if rd.entries:
+            first = rd.entries[0].index
+            self.log = {i: e for i, e in self.log.items() if i < first}
+            self.log.update((e.index, e) for e in rd.entries)
+        if rd.hard_state is not None:
+            self.hard_state = rd.hard_state
+        return self.apply(rd.committed, fsm) if rd.committed else []
+
+    def apply(self, committed: tuple[Entry, ...], fsm: StateMachine) -> list[Result | None]:
+        assert all(e.index in self.log or e.index <= self.snap.meta.index for e in committed), \
+            "applying an entry that is not durable"
+        results = fsm.apply(None, committed)
+        self.applied = fsm.applied
+        return results
+
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        if meta.index <= self.snap.meta.index:
+            return
+        self.snap = Snapshot(meta, data)
+        self.log = {i: e for i, e in self.log.items() if i > meta.index}
+
+    def snapshot(self) -> Snapshot:
+        return self.snap
+
+    def close(self) -> None:
+        pass
 
 
 class SqliteStorage:
@@ -202,7 +323,11 @@ class SqliteStorage:
 
     # ------------------------------------------------------------------ snapshots
     def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
-        """Compaction: store the image at ``meta.index`` and drop the log it covers."""
+        """Compaction: store the image at ``meta.index`` and drop the log it covers. A snapshot
+        no newer than the stored one (one installed from the leader while ours was being
+        serialized) is ignored."""
+        if meta.index <= self.snapshot().meta.index:
+            return
         self._set_sync("FULL")
         with self._tx():
             self.conn.execute(

@@ -1,0 +1,397 @@
+"""The runtime's ordering rules and client outcomes, on in-memory doubles.
+
+Each test builds a real ``Runtime`` from the doubles in ``doubles.py`` (a
+storage whose save can be held open, a transport that records when each
+message left, a manual clock) and drives it with Raft messages. Every bed's
+event log is checked on exit by ``check_ordering``: nothing but a durable
+leader's AppendEntries leaves before the write that covers it returns, and
+nothing is applied past the durable log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from node.errors import IndeterminateError, NotLeaderError, UnavailableError
+from node.raft import (
+    AppendEntries,
+    AppendEntriesReply,
+    Index,
+    InstallSnapshot,
+    Member,
+    Membership,
+    NodeId,
+    RequestVote,
+    RequestVoteReply,
+    Role,
+    SnapshotMeta,
+    Term,
+    TimeoutNow,
+)
+from node.statemachine import KVStateMachine
+
+from .doubles import Applied, Bed, SaveBegin, SaveEnd, Sent, check_ordering, entry, put, run
+
+N2, N1 = NodeId("n2"), NodeId("n1")
+
+
+# ---------------------------------------------------------------------- replies wait for the write
+
+
+def _vote_request() -> RequestVote:
+    return RequestVote(Term(1), N2, N1, Index(0), Term(0))
+
+
+def _append_with_entries() -> AppendEntries:
+    return AppendEntries(Term(1), N2, N1, Index(0), Term(0), (entry(1, 1), entry(2, 1, put("k", "v"))), Index(0))
+
+
+def _append_committing() -> AppendEntries:
+    return AppendEntries(Term(1), N2, N1, Index(0), Term(0), (entry(1, 1), entry(2, 1, put("k", "v"))), Index(2))
+
+
+def _heartbeat_new_term() -> AppendEntries:
+    return AppendEntries(Term(3), N2, N1, Index(0), Term(0), (), Index(0))
+
+
+@pytest.mark.parametrize(
+    ("inbound", "reply_type"),
+    [
+        pytest.param(_vote_request, RequestVoteReply, id="vote-granted"),
+        pytest.param(_append_with_entries, AppendEntriesReply, id="append-entries"),
+        pytest.param(_append_committing, AppendEntriesReply, id="append-and-commit"),
+        pytest.param(_heartbeat_new_term, AppendEntriesReply, id="heartbeat-new-term"),
+    ],
+)
+def test_follower_reply_waits_for_the_save_that_covers_it(inbound, reply_type) -> None:
+    async def scenario() -> None:
+        async with Bed() as bed:
+            bed.storage.save_gate.hold()
+            bed.deliver(inbound())
+            await bed.settle()
+            assert bed.storage.saves_in_flight == 1
+            assert not bed.transport.take(reply_type), "the reply left while its save was held open"
+            assert bed.fsm.applied == 0, "applied before the entries were durable"
+            bed.storage.save_gate.release()
+            await bed.settle()
+            (reply,) = bed.transport.take(reply_type)
+            assert getattr(reply, "granted", getattr(reply, "success", None)) is True
+
+    run(scenario())
+
+
+def test_candidate_asks_for_votes_only_once_its_own_vote_is_durable() -> None:
+    async def scenario() -> None:
+        async with Bed() as bed:
+            for _ in range(200):
+                await bed.run_ticks(1)
+                pre = bed.transport.take(RequestVote, pre_vote=True)
+                if pre:
+                    break
+            assert pre, "no pre-vote"
+            bed.storage.save_gate.hold()
+            bed.deliver(*[RequestVoteReply(m.term, m.dst, m.src, True, pre_vote=True) for m in pre])
+            await bed.settle()
+            assert bed.core.role is Role.CANDIDATE and bed.core.term == 1
+            assert not bed.transport.take(RequestVote), "RequestVote left before term and vote were durable"
+            bed.storage.save_gate.release()
+            await bed.settle()
+            assert {m.dst for m in bed.transport.take(RequestVote)} == {"n2", "n3"}
+            assert (bed.store.hard_state.term, bed.store.hard_state.voted_for) == (1, "n1")
+
+    run(scenario())
+
+
+def test_leader_replicates_while_its_own_write_is_held() -> None:
+    """§10.2.1: a leader whose term and vote are durable sends AppendEntries before its own fsync."""
+
+    async def scenario() -> None:
+        async with Bed() as bed:
+            await bed.elect_and_commit()
+            bed.storage.save_gate.hold()
+            write = asyncio.ensure_future(bed.rt.write({"op": "put", "key": "k", "value": "v"}))
+            await bed.settle()
+            assert bed.storage.saves_in_flight == 1
+            appends = [m for m in bed.transport.sent if isinstance(m, AppendEntries) and m.entries]
+            assert {m.dst for m in appends} == {"n2", "n3"}, "the leader waited for its own fsync"
+            # both followers acknowledge: a majority without the leader's own copy commits it
+            bed.ack("n2", "n3")
+            await bed.settle()
+            assert not write.done(), "answered before the leader's own write returned"
+            bed.storage.save_gate.release()
+            await bed.settle()
+            assert (await write)["index"] == 2
+
+    run(scenario())
+
+
+def test_new_leader_whose_term_is_not_durable_sends_nothing_early() -> None:
+    """A single voter wins in the same Ready that bumps its term: its AppendEntries to a
+    learner must wait for the write of that term and vote."""
+
+    async def scenario() -> None:
+        async with Bed(voters=("n1",), learners=("n2",)) as bed:
+            bed.storage.save_gate.hold()
+            for _ in range(200):
+                await bed.run_ticks(1)
+                if bed.core.role is Role.LEADER:
+                    break
+            await bed.settle()
+            assert bed.core.role is Role.LEADER and bed.store.hard_state.term == 0
+            assert not bed.transport.take(AppendEntries), "AppendEntries left before the leader's term was durable"
+            bed.storage.save_gate.release()
+            await bed.settle()
+            assert bed.transport.take(AppendEntries, dst="n2")
+
+    run(scenario())
+
+
+def test_timeout_now_waits_for_the_write_of_its_ready() -> None:
+    async def scenario() -> None:
+        async with Bed() as bed:
+            await bed.elect()  # nobody has acknowledged the no-op yet
+            await bed.settle()
+            transfer = asyncio.ensure_future(bed.rt.transfer("n2"))
+            await bed.settle()
+            bed.storage.save_gate.hold()
+            bed.ack("n2")  # n2 catches up: the same Ready commits (hard state) and sends TimeoutNow
+            await bed.settle()
+            assert bed.storage.saves_in_flight == 1
+            assert not bed.transport.take(TimeoutNow), "TimeoutNow left before the write of its Ready returned"
+            bed.storage.save_gate.release()
+            await bed.settle()
+            assert bed.transport.take(TimeoutNow, dst="n2")
+            transfer.cancel()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(("leader_commit", "applied_while_held"), [(2, 2), (3, 0), (4, 0)])
+def test_early_apply_stops_at_the_durable_index(leader_commit: int, applied_while_held: int) -> None:
+    """Entries 1-2 durable, 3-4 arriving: committed entries that are durable are applied
+    while the write of 3-4 is held; a commit index reaching into 3-4 waits for that write."""
+
+    async def scenario() -> None:
+        async with Bed() as bed:
+            bed.deliver(AppendEntries(Term(1), N2, N1, Index(0), Term(0),
+                                      (entry(1, 1), entry(2, 1, put("a", "1"))), Index(0)))
+            await bed.settle()
+            bed.storage.save_gate.hold()
+            bed.deliver(AppendEntries(Term(1), N2, N1, Index(2), Term(1),
+                                      (entry(3, 1, put("b", "2")), entry(4, 1, put("c", "3"))), Index(leader_commit)))
+            await bed.settle()
+            assert bed.fsm.applied == applied_while_held
+            bed.storage.save_gate.release()
+            await bed.settle()
+            assert bed.fsm.applied == leader_commit
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------- the checker itself
+
+
+def test_check_ordering_catches_a_reply_sent_before_its_write() -> None:
+    """The rule checker must fail on the bug it exists for (else the tests above prove nothing)."""
+    from node.raft import HardState, Ready
+
+    reply = RequestVoteReply(Term(1), N1, N2, True)
+    rd = Ready(HardState(Term(1), N2, Index(0)), (), None, (reply,), (), ())
+    durable = HardState(Term(0), None, Index(0))
+    with pytest.raises(AssertionError, match="left before the write"):
+        check_ordering([SaveBegin(rd), Sent(reply, durable), SaveEnd(rd)])
+    early = AppendEntries(Term(2), N1, N2, Index(0), Term(0), (), Index(0))
+    rd2 = Ready(HardState(Term(2), N1, Index(0)), (), None, (early,), (), (), appends_early=True)
+    with pytest.raises(AssertionError, match="early AppendEntries"):
+        check_ordering([SaveBegin(rd2), Sent(early, durable), SaveEnd(rd2)])
+    with pytest.raises(AssertionError, match="durable only to"):
+        check_ordering([Applied((entry(3, 1),), Index(2))])
+    check_ordering([SaveBegin(rd), SaveEnd(rd), Sent(reply, durable)])
+
+
+# ---------------------------------------------------------------------- client outcomes (CONTRACT §2)
+
+
+def test_committed_write_answers_200_with_its_index() -> None:
+    async def scenario() -> None:
+        async with Bed() as bed:
+            await bed.elect_and_commit()
+            write = asyncio.ensure_future(bed.rt.write({"op": "put", "key": "k", "value": "v"}))
+            await bed.settle()
+            bed.ack("n2")
+            await bed.settle()
+            assert await write == {"index": 2}
+            assert bed.fsm.get("k") == ("v", 2)
+
+    run(scenario())
+
+
+def test_write_not_confirmed_in_time_is_504() -> None:
+    async def scenario() -> None:
+        async with Bed(request_timeout_s=1.0) as bed:
+            await bed.elect_and_commit()
+            write = asyncio.ensure_future(bed.rt.write({"op": "put", "key": "k", "value": "v"}))
+            await bed.settle()
+            bed.clock.advance(1.01)  # no follower answers
+            await bed.settle()
+            with pytest.raises(IndeterminateError) as e:
+                await write
+            assert e.value.status == 504
+
+    run(scenario())
+
+
+def test_write_whose_index_another_leader_filled_is_503() -> None:
+    async def scenario() -> None:
+        async with Bed() as bed:
+            await bed.elect_and_commit()
+            write = asyncio.ensure_future(bed.rt.write({"op": "put", "key": "k", "value": "mine"}))
+            await bed.settle()
+            assert not write.done()
+            # n2 won term 2 without our entry 2 and committed its own no-op there
+            bed.deliver(AppendEntries(Term(2), N2, N1, Index(1), Term(1), (entry(2, 2),), Index(2)))
+            await bed.settle()
+            with pytest.raises(UnavailableError) as e:
+                await write
+            assert e.value.status == 503
+            assert bed.fsm.get("k") is None
+
+    run(scenario())
+
+
+def test_write_covered_by_an_installed_snapshot_is_504() -> None:
+    async def scenario() -> None:
+        async with Bed() as bed:
+            await bed.elect_and_commit()
+            write = asyncio.ensure_future(bed.rt.write({"op": "put", "key": "k", "value": "v"}))
+            await bed.settle()
+            image = KVStateMachine()
+            image.apply(None, [entry(1, 1), entry(2, 1, put("k", "v")), entry(3, 2), entry(4, 2), entry(5, 2)])
+            members = Membership.of([Member(NodeId(n), f"{n}:7000") for n in ("n1", "n2", "n3")])
+            bed.deliver(InstallSnapshot(Term(2), N2, N1, SnapshotMeta(Index(5), Term(2), members), image.serialize()))
+            await bed.settle()
+            with pytest.raises(IndeterminateError, match="covered by a snapshot") as e:
+                await write
+            assert e.value.status == 504
+            assert bed.fsm.applied == 5 and bed.fsm.get("k") == ("v", 2)
+
+    run(scenario())
+
+
+def test_read_pending_when_the_leader_steps_down_is_503() -> None:
+    async def scenario() -> None:
+        async with Bed() as bed:
+            await bed.elect_and_commit()
+            read = asyncio.ensure_future(bed.rt.read_barrier())
+            await bed.settle()
+            assert not read.done()
+            bed.deliver(AppendEntries(Term(2), N2, N1, Index(1), Term(1), (), Index(1)))
+            await bed.settle()
+            with pytest.raises(UnavailableError) as e:
+                await read
+            assert e.value.status == 503
+
+    run(scenario())
+
+
+def test_read_confirmed_by_a_majority_is_served() -> None:
+    async def scenario() -> None:
+        async with Bed() as bed:
+            await bed.elect_and_commit()
+            read = asyncio.ensure_future(bed.rt.read_barrier())
+            await bed.settle()
+            bed.ack("n3")
+            await bed.settle()
+            assert read.done() and read.exception() is None
+
+    run(scenario())
+
+
+def test_write_on_a_follower_names_the_leader_or_is_503() -> None:
+    async def scenario() -> None:
+        async with Bed() as bed:
+            with pytest.raises(UnavailableError):
+                await bed.rt.write({"op": "put", "key": "k", "value": "v"})
+            bed.deliver(AppendEntries(Term(1), N2, N1, Index(0), Term(0), (), Index(0)))
+            await bed.settle()
+            with pytest.raises(NotLeaderError) as e:
+                await bed.rt.write({"op": "put", "key": "k", "value": "v"})
+            assert e.value.status == 307
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------- stalls and snapshots
+
+
+def test_leader_survives_a_stall_of_its_drive_loop() -> None:
+    """A slow fsync stalls the loop for two election timeouts while the followers' replies
+    queue: they must count before the tick backlog, so CheckQuorum keeps the leader."""
+
+    async def scenario() -> None:
+        async with Bed() as bed:
+            await bed.elect_and_commit()
+            term = bed.core.term
+            bed.storage.save_gate.hold()
+            write = asyncio.ensure_future(bed.rt.write({"op": "put", "key": "k", "value": "v"}))
+            await bed.settle()
+            for _ in range(2 * bed.now_ticks(600)):  # the clock runs, the loop is stuck in save
+                bed.clock.advance(bed.cfg.tick_s)
+                await bed.settle(2)
+                bed.ack("n2", "n3")  # the followers answer every heartbeat, replies queue
+            bed.storage.save_gate.release()
+            await bed.settle()
+            assert bed.core.role is Role.LEADER and bed.core.term == term, "a healthy leader stepped down"
+            assert (await write)["index"] == 2
+
+    run(scenario())
+
+
+def test_heartbeats_keep_leaving_while_a_snapshot_is_written() -> None:
+    async def scenario() -> None:
+        async with Bed(snapshot_every=3) as bed:
+            await bed.elect_and_commit()
+            bed.storage.snapshot_gate.hold()  # the snapshot write hangs, as on a slow disk
+            for i in range(3):
+                w = asyncio.ensure_future(bed.rt.write({"op": "put", "key": f"k{i}", "value": "v"}))
+                await bed.settle()
+                bed.ack("n2", "n3")
+                await bed.outcome(w, f"write k{i}")
+            await bed.until(lambda: bed.rt._snapshot_task is not None, "the snapshot to start")
+            bed.transport.take(AppendEntries)
+            await bed.run_ticks(3 * bed.core.cfg.heartbeat_ticks)
+            beats = bed.transport.take(AppendEntries, dst="n2")
+            assert len(beats) >= 2, "no heartbeat left while the snapshot was being written"
+            w = asyncio.ensure_future(bed.rt.write({"op": "put", "key": "late", "value": "v"}))
+            await bed.settle()
+            bed.ack("n2", "n3")
+            assert (await bed.outcome(w, "a write during the snapshot"))["index"] == 5
+            assert bed.store.snap.meta.index == 0
+            bed.storage.snapshot_gate.release()
+            await bed.until(lambda: bed.core.log.snapshot_index >= 3, "the log to be compacted")
+            snap = bed.store.snap.meta.index
+            assert snap >= 3 and bed.core.log.snapshot_index == snap
+            restored = KVStateMachine()
+            restored.restore(None, bed.store.snap.data, snap)
+            assert restored.applied == snap and restored.get("k0") == ("v", 2) and restored.get("k1") == ("v", 3)
+
+    run(scenario())
+
+
+def test_outcomes_are_json_results() -> None:
+    """A cas that fails is an ordinary committed result (409 at the HTTP layer), not an error."""
+
+    async def scenario() -> None:
+        async with Bed() as bed:
+            await bed.elect_and_commit()
+            w = asyncio.ensure_future(bed.rt.write({"op": "cas", "key": "k", "expect": "x", "value": "y"}))
+            await bed.settle()
+            bed.ack("n2")
+            await bed.settle()
+            assert await w == {"error": "cas_failed", "current": None}
+            assert json.loads(json.dumps(await w)) == {"error": "cas_failed", "current": None}
+
+    run(scenario())
