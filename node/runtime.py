@@ -95,6 +95,9 @@ class LoopClock:
 class Transport(Protocol):
     """Fire-and-forget delivery of Raft messages to peers (HttpTransport; a recorder in tests)."""
 
+    sent: int  # messages delivered, for /metrics
+    dropped: int  # messages given up on
+
     async def start(self) -> None: ...
     def send_all(self, msgs: Sequence[Message]) -> None: ...
     async def close(self) -> None: ...
@@ -241,7 +244,7 @@ class Runtime:
             self.transport.send_all(now)
         durable = self.core.log.stable_index
         if rd.entries:
-            durable = min(durable, rd.entries[0].index - 1)
+            durable = Index(min(durable, rd.entries[0].index - 1))
         if rd.committed and rd.snapshot is None and rd.committed[-1].index <= durable:
             # Entries already durable in our log: apply and answer the clients now,
             # without waiting for the fsync of the entries that follow them.

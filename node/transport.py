@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import aiohttp
@@ -77,7 +77,7 @@ class HttpTransport:
             await self._session.close()
             self._session = None
 
-    def send_all(self, msgs: "tuple[Message, ...] | list[Message]") -> None:
+    def send_all(self, msgs: Sequence[Message]) -> None:
         for m in msgs:
             q = self._queues.get(m.dst)
             if q is None:

@@ -188,14 +188,17 @@ class RecordingTransport:
     def __init__(self, storage: HeldStorage, events: list[Event]) -> None:
         self.storage = storage
         self.events = events
-        self.sent: list[Message] = []
+        self.out: list[Message] = []  # sent and not yet taken by the test
+        self.sent = 0
+        self.dropped = 0
 
     async def start(self) -> None:
         pass
 
     def send_all(self, msgs: Sequence[Message]) -> None:
         for m in msgs:
-            self.sent.append(m)
+            self.out.append(m)
+            self.sent += 1
             self.events.append(Sent(m, self.storage.store.hard_state))
 
     async def close(self) -> None:
@@ -203,8 +206,8 @@ class RecordingTransport:
 
     def take(self, kind: type, **match: Any) -> list[Any]:
         """Sent messages of ``kind`` whose fields equal ``match``, removed from the record."""
-        got = [m for m in self.sent if isinstance(m, kind) and all(getattr(m, k) == v for k, v in match.items())]
-        self.sent = [m for m in self.sent if not any(m is g for g in got)]
+        got = [m for m in self.out if isinstance(m, kind) and all(getattr(m, k) == v for k, v in match.items())]
+        self.out = [m for m in self.out if not any(m is g for g in got)]
         return got
 
 
@@ -343,9 +346,9 @@ class Bed:
 
     def ack(self, *peers: str) -> None:
         """Each peer in ``peers`` accepts every AppendEntries sent to it so far."""
-        for m in list(self.transport.sent):
+        for m in list(self.transport.out):
             if isinstance(m, AppendEntries) and m.dst in peers:
-                self.transport.sent.remove(m)
+                self.transport.out.remove(m)
                 self.deliver(AppendEntriesReply(m.term, m.dst, m.src, True,
                                                 Index(m.prev_index + len(m.entries)), seq=m.seq))
 

@@ -115,7 +115,7 @@ def test_leader_replicates_while_its_own_write_is_held() -> None:
             write = asyncio.ensure_future(bed.rt.write({"op": "put", "key": "k", "value": "v"}))
             await bed.settle()
             assert bed.storage.saves_in_flight == 1
-            appends = [m for m in bed.transport.sent if isinstance(m, AppendEntries) and m.entries]
+            appends = [m for m in bed.transport.out if isinstance(m, AppendEntries) and m.entries]
             assert {m.dst for m in appends} == {"n2", "n3"}, "the leader waited for its own fsync"
             # both followers acknowledge: a majority without the leader's own copy commits it
             bed.ack("n2", "n3")
