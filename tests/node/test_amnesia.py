@@ -135,6 +135,21 @@ def test_a_wiped_member_cannot_join_again_until_removed(local_cluster) -> None: 
         assert joiner.stale(f"k{i}").body["value"] == f"v{i}"
     assert joiner.stale("still").body["value"] == "works"
     assert joiner.status()["refused_by"] == {}
+    me = joiner.status()["incarnation"]
+    wait_for(lambda: c.leader().status()["incarnations"].get(victim.id) == me, 10,
+             what="the configuration to record the new incarnation")
+    # a join retried by the same data dir (a lost reply) is still 200; another one is refused
+    lead = c.leader()
+    body = {"id": victim.id, "address": victim.address}
+    assert lead.request("POST", "/v1/members", {**body, "incarnation": me}).status == 200
+    assert lead.request("POST", "/v1/members", body).status == 200  # an older client: no incarnation
+    r = lead.request("POST", "/v1/members", {**body, "incarnation": "0123abcd"})
+    assert (r.status, r.body["error"]) == (409, "member_exists"), r.body
+    # and the peer endpoint refuses a batch from another incarnation of it
+    batch = {"cluster": lead.status()["cluster_id"], "from": victim.id, "msgs": []}
+    r = lead.request("POST", "/raft/messages", batch, headers={"X-Raftnet-Incarnation": "0123abcd"})
+    assert (r.status, r.body["error"]) == (409, "stale_incarnation"), r.body
+    assert lead.request("POST", "/raft/messages", batch, headers={"X-Raftnet-Incarnation": me}).status == 204
     # its vote counts: with the leader gone, the other two elect one of themselves
     old = c.leader()
     c.kill(old.id)
