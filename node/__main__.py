@@ -1,7 +1,8 @@
 """``python -m node``: flags -> Config -> a running node.
 
 Exit code 2 with a one-line reason on a bad flag, an unusable data dir, a
-data dir of another node, or an address in use. SIGTERM/SIGINT stop it
+data dir of another node, an address in use, or a --join the cluster refuses
+for good (the id is a member of another incarnation: a wiped data dir). SIGTERM/SIGINT stop it
 gracefully; SIGKILL at any instant is safe (see node/storage.py).
 """
 
@@ -23,7 +24,7 @@ from aiohttp import web
 
 from .config import Config, ConfigError, parse_election, parse_host_port, parse_peers, valid_id
 from .raft import Member, Membership, NodeId
-from .runtime import Runtime
+from .runtime import JoinRefusedError, Runtime
 from .server import make_app
 from .statemachine import KVStateMachine
 from .storage import SqliteStorage, StorageError, ThreadedStorage, fsync_dir
@@ -155,13 +156,31 @@ async def serve(cfg: Config, storage: SqliteStorage, fsm: KVStateMachine, state:
     drive = runtime.done
     assert drive is not None
     waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait({waiter, drive}, return_when=asyncio.FIRST_COMPLETED)
+    watched = {waiter, drive}
+    join = runtime.joining
+    refused: JoinRefusedError | None = None
+    while True:
+        done, _ = await asyncio.wait(watched | ({join} if join is not None else set()),
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if join is not None and join in done:
+            if not join.cancelled() and isinstance(join.exception(), JoinRefusedError):
+                refused = join.exception()  # type: ignore[assignment]
+                break
+            if not join.cancelled() and join.exception() is not None:
+                logging.getLogger("raftnet").error("join failed: %r", join.exception())
+            join = None  # joined (or gave up): keep serving
+            continue
+        break
     waiter.cancel()
     code = 0
     if drive.done() and not drive.cancelled() and drive.exception() is not None:
         code = 1
     await runtime.stop()
     await runner.cleanup()
+    if refused is not None:
+        logging.getLogger("raftnet").error("%s", refused)
+        print(f"{PROG}: error: {refused}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -8,7 +8,9 @@
     ├── ForbiddenError        403 forbidden
     ├── NotFoundError         404 not_found
     ├── CasFailedError        409 cas_failed
-    └── TooLargeError         413 too_large
+    ├── TooLargeError         413 too_large
+    ├── StaleIncarnationError 409 stale_incarnation  peer batch from a wiped member's new data dir
+    └── MemberExistsError     409 member_exists      re-adding a member that exists with another incarnation
 
 When unsure whether a write may still commit, raise IndeterminateError:
 503 is a promise that it never will.
@@ -68,3 +70,15 @@ class CasFailedError(RaftnetError):
 
 class TooLargeError(RaftnetError):
     code, status = "too_large", 413
+
+
+class StaleIncarnationError(RaftnetError):
+    """A peer batch from another incarnation of a known member (its data dir was wiped)."""
+
+    code, status = "stale_incarnation", 409
+
+
+class MemberExistsError(RaftnetError):
+    """POST /v1/members for a member that exists with another incarnation."""
+
+    code, status = "member_exists", 409

@@ -35,14 +35,17 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from . import incarnation as inc
 from . import metrics
 from .config import Config
 from .errors import (
     BadRequestError,
     IndeterminateError,
+    MemberExistsError,
     NotFoundError,
     NotLeaderError,
     RaftnetError,
+    StaleIncarnationError,
     UnavailableError,
 )
 from .raft import (
@@ -97,6 +100,7 @@ class Transport(Protocol):
 
     sent: int  # messages delivered, for /metrics
     dropped: int  # messages given up on
+    refused_by: dict[str, str]  # peer -> why it refuses our batches (a wiped data dir: node/incarnation.py)
 
     async def start(self) -> None: ...
     def send_all(self, msgs: Sequence[Message]) -> None: ...
@@ -116,6 +120,10 @@ class _Inbox:
 
     def __bool__(self) -> bool:
         return bool(self.messages or self.calls)
+
+
+class JoinRefusedError(Exception):
+    """The cluster refused to add this node for good; the process exits 2 with this reason."""
 
 
 class Runtime:
@@ -141,10 +149,14 @@ class Runtime:
             rng or random.Random(),
         )
         self.clock: Clock = clock or LoopClock()
-        self.transport: Transport = transport or HttpTransport(
-            config.id, config.address, lambda: self.cluster_id, self._address_of, storage.snapshot,
-            self._report_unreachable, config.secret,
-        )
+        if transport is None:
+            http = HttpTransport(
+                config.id, config.address, lambda: self.cluster_id, self._address_of, storage.snapshot,
+                self._report_unreachable, config.secret,
+            )
+            http.incarnation = storage.incarnation  # sent with every batch (node/incarnation.py)
+            transport = http
+        self.transport: Transport = transport
         self._inbox = _Inbox()
         self._wake = asyncio.Event()
         self._tick_due = 0
@@ -162,6 +174,9 @@ class Runtime:
         self._last_term = self.core.term
         self._last_leader: NodeId | None = None
         self.fatal: BaseException | None = None
+        # adopting a member's incarnation into the configuration (node/incarnation.py): one at a time
+        self._adopting: asyncio.Task[None] | None = None
+        self._adopt_after = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -192,6 +207,11 @@ class Runtime:
     @property
     def done(self) -> asyncio.Task[None] | None:
         return self._task
+
+    @property
+    def joining(self) -> asyncio.Task[None] | None:
+        """The --join task; it fails with JoinRefusedError when the cluster refuses us for good."""
+        return self._join_task
 
     def _on_tick(self) -> None:
         if self._stopping:
@@ -379,12 +399,60 @@ class Runtime:
         self._inbox.calls.append(fn)
         self._wake.set()
 
+    async def admit(self, sender: str, incarnation: str | None) -> None:
+        """Let a peer batch through only from the incarnation we know for ``sender``
+        (node/incarnation.py); a member's first one is recorded durably before its
+        messages are stepped. Another incarnation: StaleIncarnationError (409)."""
+        verdict = inc.judge(incarnation, self.core.membership.get(sender), self.storage.peer_incarnation(sender))
+        if verdict is inc.Verdict.ADMIT:
+            return
+        if verdict is inc.Verdict.REFUSE:
+            raise StaleIncarnationError(inc.refusal(sender))
+        stored = await self.storage.record_peer(sender, incarnation, verdict is inc.Verdict.SYNC)
+        if stored != incarnation:  # another incarnation of it was recorded first, meanwhile
+            raise StaleIncarnationError(inc.refusal(sender))
+        if verdict is inc.Verdict.RECORD:
+            log.info("recorded %s's incarnation %s", sender, incarnation)
+
     def deliver(self, msgs: list[Message], sender: str | None = None, address: str | None = None) -> None:
+        """Queue an admitted batch (see ``admit``) for the core."""
         if sender is not None and address is not None and sender not in self._known_addresses:
             # a node that joined knows nobody's address until it has the configuration
             self._known_addresses[sender] = address
         self._inbox.messages.extend(msgs)
         self._wake.set()
+        if self.core.role is Role.LEADER:
+            self._maybe_adopt()
+
+    def _maybe_adopt(self) -> None:
+        """Leader: write the incarnation of a member that has none in the configuration yet
+        (bootstrap members, data dirs from before) into it, so that every member refuses a
+        wiped copy of it, not only those that heard from it (node/incarnation.py)."""
+        if self._adopting is not None and not self._adopting.done():
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._adopt_after or self._stopping:
+            return
+        member = inc.to_adopt(self.core.membership, self.storage.peer_incarnation, self.config.id,
+                              self.storage.incarnation)
+        if member is None:
+            return
+        self._adopt_after = loop.time() + 0.2
+
+        def adopt(m: Membership) -> Membership:
+            x = m.get(member.id)
+            if x is None or x.incarnation is not None:
+                raise NotFoundError("nothing to adopt")
+            return m.with_member(dataclasses.replace(x, incarnation=member.incarnation))
+
+        async def run() -> None:
+            try:
+                await self._change(adopt)
+                log.info("configuration: %s is incarnation %s", member.id, member.incarnation)
+            except RaftnetError as e:  # not leader any more, another change in flight: next time
+                log.debug("adopting %s's incarnation: %s", member.id, e)
+
+        self._adopting = asyncio.create_task(run(), name="adopt-incarnation")
 
     def _check_serving(self) -> None:
         if self._stopping:
@@ -522,8 +590,11 @@ class Runtime:
                     raise
                 await asyncio.sleep(0.05)  # the previous change or the no-op is committing
 
-    async def add_member(self, node_id: str, address: str) -> list[dict[str, Any]]:
-        """Add as a learner, wait for it to catch up, then promote it to voter (§4.2.1)."""
+    async def add_member(self, node_id: str, address: str, incarnation: str | None = None) -> list[dict[str, Any]]:
+        """Add as a learner, wait for it to catch up, then promote it to voter (§4.2.1).
+
+        ``incarnation`` (sent by --join) goes into the member record; an existing member
+        of another incarnation (a wiped data dir) is refused: MemberExistsError (409)."""
         self._check_serving()
         if self.core.role is not Role.LEADER:
             raise self.not_leader()
@@ -532,14 +603,18 @@ class Runtime:
         cur = self.core.membership.get(node_id)
         if cur is not None and cur.address != address:
             raise BadRequestError(f"member {node_id} exists with address {cur.address}")
+        if inc.conflicts(incarnation, cur, self.storage.peer_incarnation(node_id)):
+            raise MemberExistsError(inc.member_exists(node_id))
         if cur is not None and cur.voter:
             return self.members()
         if cur is None:
+            # a record from an earlier life of this id (removed since) must not refuse the new one
+            await self.storage.record_peer(node_id, incarnation, True)
 
             def add(m: Membership) -> Membership:
                 if m.get(node_id) is not None:
                     return m.with_member(m.get(node_id))  # type: ignore[arg-type]
-                return m.with_member(Member(NodeId(node_id), address, voter=False))
+                return m.with_member(Member(NodeId(node_id), address, voter=False, incarnation=incarnation))
 
             await self._retry_change(add, deadline)
         while True:  # catch-up rounds: promote once its log reaches our commit index
@@ -556,7 +631,7 @@ class Runtime:
             x = m.get(node_id)
             if x is None:
                 raise NotFoundError(f"member {node_id} was removed meanwhile")
-            return m.with_member(Member(x.id, x.address, voter=True))
+            return m.with_member(dataclasses.replace(x, voter=True))
 
         await self._retry_change(promote, deadline)
         return self.members()
@@ -607,7 +682,7 @@ class Runtime:
     async def _join(self, target: str) -> None:
         """A fresh node asks the cluster at ``target`` to add it, retrying until it is a member."""
         headers = {"Authorization": f"Bearer {self.config.secret}"} if self.config.secret else {}
-        body = {"id": self.config.id, "address": self.config.address}
+        body = {"id": self.config.id, "address": self.config.address, "incarnation": self.storage.incarnation}
         timeout = aiohttp.ClientTimeout(total=max(15.0, self.config.request_timeout_s + 10))
         async with aiohttp.ClientSession(timeout=timeout, headers=headers) as s:
             addr = target
@@ -629,6 +704,8 @@ class Runtime:
                         if r.status == 307 and isinstance(reply.get("leader"), dict):
                             addr = reply["leader"]["address"]
                             continue
+                        if r.status == 409 and reply.get("error") == "member_exists":
+                            raise JoinRefusedError(f"{addr} refuses to add us (member_exists): {reply.get('message')}")
                         log.info("join via %s: HTTP %d %s", addr, r.status, reply.get("message"))
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
                     log.info("join via %s failed: %r", addr, e)
@@ -653,4 +730,9 @@ class Runtime:
             "snapshot_index": c.log.snapshot_index,
             "voted_for": c.voted_for,
             "members": self.members(),
+            "incarnation": self.storage.incarnation,
+            # each member's incarnation in the configuration (null: not known to it yet)
+            "incarnations": {m.id: m.incarnation for m in c.membership.members},
+            # peers that refuse our messages (we are a wiped member's new data dir): peer -> reason
+            "refused_by": dict(self.transport.refused_by),
         }

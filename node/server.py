@@ -11,12 +11,14 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
+from . import incarnation as inc
 from . import metrics
 from .config import MAX_KEY_BYTES, Config, valid_id
 from .errors import (
@@ -25,6 +27,7 @@ from .errors import (
     ForbiddenError,
     NotFoundError,
     RaftnetError,
+    StaleIncarnationError,
     TooLargeError,
     UnavailableError,
 )
@@ -117,6 +120,7 @@ class Api:
         self.rt = runtime
         self.config = config
         self._value_body_limit = config.max_value_bytes * 6 + 4096  # worst-case JSON escaping
+        self._refusals_logged: dict[str, float] = {}  # peer -> when we last logged refusing it
 
     # ------------------------------------------------------------------ helpers
     def _key(self, request: web.Request) -> str:
@@ -212,7 +216,10 @@ class Api:
             raise BadRequestError("id must be a string of letters, digits, '-', '_' or '.'")
         if not isinstance(address, str) or address.rpartition(":")[2].isdigit() is False:
             raise BadRequestError("address must be HOST:PORT")
-        return _json(200, {"members": await self.rt.add_member(node_id, address)})
+        incarnation = body.get("incarnation")
+        if incarnation is not None and not inc.valid(incarnation):
+            raise BadRequestError(f"incarnation must be 1..{inc.MAX_LEN} ASCII letters and digits")
+        return _json(200, {"members": await self.rt.add_member(node_id, address, incarnation)})
 
     async def remove_member(self, request: web.Request) -> web.Response:
         node_id = request.match_info["id"]
@@ -270,10 +277,25 @@ class Api:
             msgs = [decode(m) for m in raw]
         except WireError as e:
             raise BadRequestError(f"malformed raft message: {e}") from None
-        if any(m.dst != self.config.id or m.src != body.get("from") for m in msgs):
+        sender = body.get("from")
+        if any(m.dst != self.config.id or m.src != sender for m in msgs):
             raise BadRequestError("messages addressed to another node or from another sender")
+        if not isinstance(sender, str):
+            raise BadRequestError("from must be the sender's id")
+        incarnation = request.headers.get(inc.HEADER)
+        if incarnation is not None and not inc.valid(incarnation):
+            raise BadRequestError(f"{inc.HEADER} must be 1..{inc.MAX_LEN} ASCII letters and digits")
+        try:
+            await self.rt.admit(sender, incarnation)  # before stepping: a wiped member's batches never count
+        except StaleIncarnationError:
+            now = time.monotonic()
+            if now - self._refusals_logged.get(sender, -60.0) >= 60.0 and len(self._refusals_logged) < 1000:
+                self._refusals_logged[sender] = now
+                log.warning("refusing batches from %s: incarnation %s is not the one we know "
+                            "(its data dir was wiped?)", sender, incarnation)
+            raise
         addr = body.get("addr")
-        self.rt.deliver(msgs, body.get("from"), addr if isinstance(addr, str) and len(addr) < 300 else None)
+        self.rt.deliver(msgs, sender, addr if isinstance(addr, str) and len(addr) < 300 else None)
         return web.Response(status=204)
 
 

@@ -12,6 +12,12 @@ the node re-apply them from its log, atomically with the applied index.
 
 An I/O error or a corrupt row raises and stops the process: a restart from
 disk is always safe, running on after a failed write is not.
+
+Incarnations (issue 10): each data dir gets a random ``incarnation`` id when
+it is bootstrapped (or, for a data dir from before, when it is first loaded),
+so a wiped node that comes back under the same id is a different incarnation.
+The ``peers`` table remembers, durably, the incarnation of each peer the
+node has heard from (node/incarnation.py decides what to do with it).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import secrets
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +60,7 @@ class LoadedState:
     snapshot: SnapshotMeta
     entries: tuple[Entry, ...]
     applied: Index
+    incarnation: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -70,6 +78,9 @@ class LogStore(Protocol):
     def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None: ...
     def snapshot(self) -> Snapshot: ...
     def close(self) -> None: ...
+    incarnation: str | None
+    def peer_incarnation(self, peer: str) -> str | None: ...
+    def record_peer(self, peer: str, incarnation: str | None, replace: bool = False) -> str | None: ...
 
 
 class Storage(Protocol):
@@ -86,6 +97,11 @@ class Storage(Protocol):
     async def set_cluster_id(self, cluster_id: str) -> None: ...
     def snapshot(self) -> Snapshot: ...
     async def close(self) -> None: ...
+    # incarnations (node/incarnation.py): ours, and the ones recorded for peers
+    @property
+    def incarnation(self) -> str | None: ...
+    def peer_incarnation(self, peer: str) -> str | None: ...
+    async def record_peer(self, peer: str, incarnation: str | None, replace: bool = False) -> str | None: ...
 
 
 class ThreadedStorage:
@@ -118,6 +134,16 @@ class ThreadedStorage:
     def snapshot(self) -> Snapshot:
         return self.store.snapshot()
 
+    @property
+    def incarnation(self) -> str | None:
+        return self.store.incarnation
+
+    def peer_incarnation(self, peer: str) -> str | None:
+        return self.store.peer_incarnation(peer)
+
+    async def record_peer(self, peer: str, incarnation: str | None, replace: bool = False) -> str | None:
+        return await self._run(self.store.record_peer, peer, incarnation, replace)
+
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
         self.store.close()
@@ -132,6 +158,8 @@ class MemoryStorage:
         self.log: dict[int, Entry] = {}
         self.snap = Snapshot(SnapshotMeta(Index(0), Term(0), Membership()), b"")
         self.applied = Index(0)
+        self.incarnation: str | None = None
+        self.peers: dict[str, str] = {}
 
     def load(self, fsm: KVStateMachine) -> LoadedState:
         entries = tuple(self.log[i] for i in sorted(self.log) if i > self.snap.meta.index)
@@ -140,10 +168,11 @@ class MemoryStorage:
         if replay:
             fsm.apply(None, replay)
         return LoadedState(self.meta.get("node_id"), self.meta.get("cluster_id"), self.hard_state,
-                           self.snap.meta, entries, self.applied)
+                           self.snap.meta, entries, self.applied, self.incarnation)
 
     def bootstrap(self, node_id: str, cluster_id: str | None, membership: Membership) -> None:
         self.meta["node_id"] = node_id
+        self.incarnation = new_incarnation()
         if cluster_id:
             self.meta["cluster_id"] = cluster_id
         self.snap = Snapshot(SnapshotMeta(Index(0), Term(0), membership), b"")
@@ -181,6 +210,19 @@ class MemoryStorage:
     def snapshot(self) -> Snapshot:
         return self.snap
 
+    def peer_incarnation(self, peer: str) -> str | None:
+        return self.peers.get(peer)
+
+    def record_peer(self, peer: str, incarnation: str | None, replace: bool = False) -> str | None:
+        cur = self.peers.get(peer)
+        if cur == incarnation or (cur is not None and not replace):
+            return cur
+        if incarnation is None:
+            self.peers.pop(peer, None)
+        else:
+            self.peers[peer] = incarnation
+        return incarnation
+
     def close(self) -> None:
         pass
 
@@ -203,6 +245,8 @@ class SqliteStorage:
         # database file: make the file's directory entry durable ourselves.
         fsync_dir(path.parent)
         self._snapshot_cache: Snapshot | None = None
+        self.incarnation: str | None = None
+        self._peers: dict[str, str] = dict(self.conn.execute("SELECT id, incarnation FROM peers"))
 
     def _create(self) -> None:
         db = self.db
@@ -216,6 +260,8 @@ class SqliteStorage:
                 db["kv"].create({"key": str, "value": str, "mod": int}, pk="key")
                 db["sessions"].create({"client": str, "seq": int, "result": str, "idx": int}, pk=("client", "seq"))
                 self.conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        # added after schema 1 shipped; a data dir from before gets it on its first open
+        self.conn.execute("CREATE TABLE IF NOT EXISTS peers (id TEXT PRIMARY KEY, incarnation TEXT NOT NULL)")
 
     def _tx(self) -> "_Transaction":
         return _Transaction(self.conn)
@@ -258,12 +304,19 @@ class SqliteStorage:
                      self.conn.execute("SELECT client, seq, result, idx FROM sessions").fetchall(), applied)
         except (KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
             raise StorageError(f"corrupt data dir {self.path}: {e}") from e
-        return LoadedState(meta.get("node_id"), meta.get("cluster_id"), hs, snap, entries, applied)
+        inc = meta.get("incarnation")
+        if inc is None and meta.get("node_id") is not None:
+            inc = new_incarnation()  # a data dir from before incarnations: give it one now
+            with self._tx():
+                self._set_meta(incarnation=inc)
+        self.incarnation = inc
+        return LoadedState(meta.get("node_id"), meta.get("cluster_id"), hs, snap, entries, applied, inc)
 
     def bootstrap(self, node_id: str, cluster_id: str | None, membership: Membership) -> None:
         """First start: record who we are and the initial configuration (a snapshot at index 0)."""
         with self._tx():
-            self._set_meta(node_id=node_id, term="0", voted_for="null", commit="0", applied="0")
+            self._set_meta(node_id=node_id, term="0", voted_for="null", commit="0", applied="0",
+                           incarnation=new_incarnation())
             if cluster_id:
                 self._set_meta(cluster_id=cluster_id)
             self.conn.execute(
@@ -347,8 +400,39 @@ class SqliteStorage:
             )
         return self._snapshot_cache
 
+    # ------------------------------------------------------------------ peers' incarnations
+    def peer_incarnation(self, peer: str) -> str | None:
+        """The incarnation recorded for ``peer``, if any (from memory: no I/O)."""
+        return self._peers.get(peer)
+
+    def record_peer(self, peer: str, incarnation: str | None, replace: bool = False) -> str | None:
+        """Durably record ``peer``'s incarnation if none is recorded yet (``replace``: in any
+        case; None then forgets it), and return the one recorded now: first writer wins.
+
+        Rare: once per peer, and again only when a member is re-added. fsynced, so a
+        restart never forgets an incarnation it acted on. Call it from one thread."""
+        cur = self._peers.get(peer)
+        if cur == incarnation or (cur is not None and not replace):
+            return cur
+        self._set_sync("FULL")
+        with self._tx():
+            if incarnation is None:
+                self.conn.execute("DELETE FROM peers WHERE id = ?", (peer,))
+            else:
+                self.conn.execute("INSERT OR REPLACE INTO peers(id, incarnation) VALUES (?, ?)", (peer, incarnation))
+        if incarnation is None:
+            self._peers.pop(peer, None)
+        else:
+            self._peers[peer] = incarnation
+        return incarnation
+
     def close(self) -> None:
         self.conn.close()
+
+
+def new_incarnation() -> str:
+    """A random id for one life of a data dir (64 bits: two wipes never collide in practice)."""
+    return secrets.token_hex(8)
 
 
 def fsync_dir(path: Path) -> None:

@@ -7,6 +7,11 @@ load for free). Delivery is fire-and-forget: on an error or a timeout the
 batch is dropped, the core is told the peer is unreachable, and Raft's own
 retries take over. The queue per peer is bounded; past the bound the oldest
 messages are dropped, as a lossy network would.
+
+Every batch carries our data dir's incarnation (node/incarnation.py). A peer
+that refuses it (409 ``stale_incarnation``: we are a wiped member's new data
+dir) is logged at ERROR, at most every ``REFUSAL_LOG_S`` per peer, and listed
+in ``refused_by`` for /v1/status until it accepts a batch again.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import aiohttp
 
+from . import incarnation as inc
 from .raft import InstallSnapshot, Message, NodeId, Snapshot
 from .wire import encode
 
@@ -29,6 +36,7 @@ MAX_QUEUE = 20_000
 MAX_BATCH_BYTES = 8 << 20
 RPC_TIMEOUT_S = 2.0
 SNAPSHOT_TIMEOUT_S = 60.0
+REFUSAL_LOG_S = 10.0
 
 
 class HttpTransport:
@@ -57,6 +65,10 @@ class HttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self.sent = 0
         self.dropped = 0
+        # our data dir's incarnation, sent with every batch; set by the owner once known
+        self.incarnation: str | None = None
+        self.refused_by: dict[str, str] = {}  # peer -> why it refuses our batches
+        self._refusal_logged: dict[str, float] = {}
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -120,19 +132,38 @@ class HttpTransport:
         body = json.dumps({"cluster": self._cluster_id(), "from": self.node_id, "addr": self.address, "msgs": batch},
                           separators=(",", ":"))
         timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S if big else RPC_TIMEOUT_S, connect=1.0)
+        headers = self._headers if self.incarnation is None else {**self._headers, inc.HEADER: self.incarnation}
         try:
-            async with self._session.post(f"http://{addr}/raft/messages", data=body, headers=self._headers,
+            async with self._session.post(f"http://{addr}/raft/messages", data=body, headers=headers,
                                           timeout=timeout) as resp:
-                await resp.read()
+                payload = await resp.read()
                 if resp.status >= 300:
-                    log.warning("peer %s refused %d messages: HTTP %d", peer, len(batch), resp.status)
+                    if not (resp.status == 409 and self._refused(peer, payload)):
+                        log.warning("peer %s refused %d messages: HTTP %d", peer, len(batch), resp.status)
                     self.dropped += len(batch)
                     self._on_unreachable(peer)
                     return
             self.sent += len(batch)
+            self.refused_by.pop(peer, None)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             log.debug("peer %s unreachable: %r", peer, e)
             self.dropped += len(batch)
             self._on_unreachable(peer)
             # a dead peer: do not spin; Raft retries on its heartbeat anyway
             await asyncio.sleep(0.02)
+
+    def _refused(self, peer: NodeId, payload: bytes) -> bool:
+        """A 409 from ``peer``: if it refuses our incarnation, remember and log why."""
+        try:
+            reply = json.loads(payload)
+        except ValueError:
+            return False
+        if not isinstance(reply, dict) or reply.get("error") != "stale_incarnation":
+            return False
+        reason = str(reply.get("message", "stale_incarnation"))[:500]
+        self.refused_by[peer] = reason
+        now = time.monotonic()
+        if now - self._refusal_logged.get(peer, -REFUSAL_LOG_S) >= REFUSAL_LOG_S:
+            self._refusal_logged[peer] = now
+            log.error("peer %s refuses us: %s", peer, reason)
+        return True

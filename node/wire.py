@@ -38,7 +38,7 @@ _KINDS = {k.value: k for k in EntryKind}
 
 
 def _membership_out(m: Membership) -> list[dict[str, Any]]:
-    return [{"id": x.id, "address": x.address, "voter": x.voter} for x in m.members]
+    return [x.to_dict() for x in m.members]
 
 
 def encode(m: Message) -> dict[str, Any]:
@@ -94,7 +94,10 @@ def _membership_in(v: Any) -> Membership:
     for x in v:
         if not isinstance(x, dict):
             raise WireError("member must be an object")
-        out.append(Member(NodeId(_str(x, "id")), _str(x, "address"), _bool(x, "voter")))
+        inc = x.get("incarnation")
+        if inc is not None and type(inc) is not str:
+            raise WireError("field 'incarnation' must be a string")
+        out.append(Member(NodeId(_str(x, "id")), _str(x, "address"), _bool(x, "voter"), inc))
     return Membership.of(out)
 
 

@@ -762,7 +762,11 @@ class RaftCore:
             can_vote = m.term > self.term or self.voted_for in (None, m.src) and self.leader_id is None
         else:
             can_vote = self.voted_for == m.src or (self.voted_for is None and self.leader_id is None)
-        grant = can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term)
+        # A node with no configuration at all (started with --join, not added yet) has no
+        # say: its empty log may be an amnesiac member's, and it is promoted only after it
+        # has caught up, by then with a configuration (issue 10).
+        has_config = bool(self.membership.members)
+        grant = has_config and can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term)
         if grant and not m.pre_vote:
             self.voted_for = m.src
             self._election_elapsed = 0

@@ -54,6 +54,20 @@ class Member:
     id: NodeId
     address: str
     voter: bool = True
+    # The random id of the member's data dir (node/storage.py), once known: peers refuse
+    # messages from another incarnation of this id (a wiped data dir). The core ignores it.
+    incarnation: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {"id": self.id, "address": self.address, "voter": self.voter}
+        if self.incarnation is not None:  # absent, not null: older nodes read the same JSON
+            d["incarnation"] = self.incarnation
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, object]) -> "Member":
+        inc = d.get("incarnation")
+        return Member(NodeId(str(d["id"])), str(d["address"]), bool(d["voter"]), str(inc) if inc else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,16 +105,11 @@ class Membership:
         return Membership.of([m for m in self.members if m.id != node_id])
 
     def to_json(self) -> str:
-        return json.dumps(
-            [{"id": m.id, "address": m.address, "voter": m.voter} for m in self.members],
-            separators=(",", ":"),
-        )
+        return json.dumps([m.to_dict() for m in self.members], separators=(",", ":"))
 
     @staticmethod
     def from_json(text: str) -> "Membership":
-        return Membership.of(
-            [Member(NodeId(str(d["id"])), str(d["address"]), bool(d["voter"])) for d in json.loads(text)]
-        )
+        return Membership.of([Member.from_dict(d) for d in json.loads(text)])
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,6 +178,16 @@ class HeldStorage:
     def snapshot(self) -> Any:
         return self.store.snapshot()
 
+    @property
+    def incarnation(self) -> str | None:
+        return self.store.incarnation
+
+    def peer_incarnation(self, peer: str) -> str | None:
+        return self.store.peer_incarnation(peer)
+
+    async def record_peer(self, peer: str, incarnation: str | None, replace: bool = False) -> str | None:
+        return self.store.record_peer(peer, incarnation, replace)
+
     async def close(self) -> None:
         pass
 
@@ -191,6 +201,7 @@ class RecordingTransport:
         self.out: list[Message] = []  # sent and not yet taken by the test
         self.sent = 0
         self.dropped = 0
+        self.refused_by: dict[str, str] = {}
 
     async def start(self) -> None:
         pass
@@ -274,9 +285,11 @@ class Bed:
         self.clock = ManualClock()
         self.fsm = KVStateMachine()
         self.store = MemoryStorage()
-        members = [Member(NodeId(v), f"{v}:7000") for v in voters]
-        members += [Member(NodeId(v), f"{v}:7000", voter=False) for v in learners]
+        # every member's incarnation is in the configuration already: the leader adopts none
+        members = [Member(NodeId(v), f"{v}:7000", incarnation=f"inc{v}") for v in voters]
+        members += [Member(NodeId(v), f"{v}:7000", voter=False, incarnation=f"inc{v}") for v in learners]
         self.store.bootstrap("n1", "bed", Membership.of(members))
+        self.store.incarnation = "incn1"
         state = self.store.load(self.fsm)
         self.storage = HeldStorage(self.store, self.fsm, self.events)
         self.transport = RecordingTransport(self.storage, self.events)
