@@ -408,6 +408,12 @@ class Cluster:
         self.save()
 
     def start_all(self) -> None:
+        if self.power:  # the disks of the nodes that are down mount in parallel first
+            down = [self.disk(n) for n in self.nodes if not self.procs[n].is_alive()]
+            for d in down:
+                d.start()
+            for d in down:
+                d.wait_mounted()
         for n in self.nodes:
             if not self.procs[n].is_alive():
                 self._spawn(n)

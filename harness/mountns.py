@@ -162,7 +162,12 @@ class PowerDisk:
         return self.proc is not None and self.proc.is_alive()
 
     def mount(self, timeout: float = 20.0) -> None:
-        """Start a fresh daemon on the store (after a cut: exactly the durable state)."""
+        """Start a fresh daemon on the store (after a cut: exactly the durable state); wait for it."""
+        self.start()
+        self.wait_mounted(timeout)
+
+    def start(self) -> None:
+        """Start the daemon, without waiting (``wait_mounted``): disks of many nodes mount in parallel."""
         if self.is_up():
             return
         self.ns.umount(self.mountpoint)  # a dead mount of a cut daemon, if any
@@ -172,7 +177,11 @@ class PowerDisk:
         argv = [sys.executable, "-m", "harness.powerfs", "--store", str(self.store),
                 "--ready", str(self.ready_file), str(self.mountpoint)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = proc = spawn(self.netns, argv, self.log, env=env, mntns=self.ns.path)
+        self.proc = spawn(self.netns, argv, self.log, env=env, mntns=self.ns.path)
+
+    def wait_mounted(self, timeout: float = 20.0) -> None:
+        proc = self.proc
+        assert proc is not None, "start() first"
 
         def ready() -> bool:
             if not proc.is_alive():

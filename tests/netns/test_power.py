@@ -1,0 +1,109 @@
+"""Power cuts of real node clusters: every data dir on its own powerfs disk.
+
+A power cut loses what the node never fsynced (harness/powerfs.py); a SIGKILL
+alone does not, so these are the tests that would catch a missing fsync.
+The last one proves that the fault bites: with the test-only switch
+RAFTNET_UNSAFE_NO_FSYNC=1 (SQLite synchronous=OFF), acknowledged writes are
+lost and the verdict says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from harness.cluster import Cluster
+from harness.workload import verify
+
+pytestmark = [pytest.mark.netns, pytest.mark.fuse, pytest.mark.slow]
+
+
+def hard_states(c: Cluster) -> dict[str, tuple[int, Any]]:
+    """(term, voted_for) of every node that answers."""
+    return {n: (s["term"], s["voted_for"]) for n in c.nodes if (s := c.status(n)) is not None}
+
+
+def went_back(before: dict[str, tuple[int, Any]], after: dict[str, tuple[int, Any]]) -> list[str]:
+    """Nodes whose term went back, or whose vote changed within a term (§5.2: one vote per term)."""
+    out = []
+    for n, (term, vote) in before.items():
+        if n not in after:
+            continue
+        t2, v2 = after[n]
+        if t2 < term or (t2 == term and vote is not None and v2 != vote):
+            out.append(f"{n}: (term, voted_for) {term, vote} before the cut, {t2, v2} after")
+    return out
+
+
+def test_twenty_whole_cluster_power_cuts_under_write_load(cluster) -> None:  # type: ignore[no-untyped-def]
+    c = cluster(3, power=True)
+    problems: list[str] = []
+    with cluster.workload(c, clients=4, keys=3) as w:
+        for _ in range(20):
+            w.wait_ops(10, timeout=60)
+            before = hard_states(c)
+            c.power_cut_all()
+            c.start_all()
+            problems += went_back(before, hard_states(c))
+            c.leader(timeout=30)
+        w.wait_ops(10, timeout=60)
+    assert not problems, problems
+    v = verify(c, w.history, w.keys)
+    assert v.ok, v.explain()
+    assert v.acknowledged > 0
+    assert sum(1 for e in c.events if e.text == "power cut all") == 20
+
+
+def test_power_cut_of_the_leader_with_a_batch_in_flight(cluster) -> None:  # type: ignore[no-untyped-def]
+    c = cluster(3, power=True)
+    with cluster.workload(c, clients=24, keys=5) as w:
+        w.wait_ops(200, timeout=60)  # 24 concurrent clients: a batch is always being written
+        old = c.leader()
+        before = hard_states(c)
+        c.power_cut(old)
+        rest = [n for n in c.nodes if n != old]
+        c.leader(among=rest, timeout=30)
+        w.wait_ops(100, timeout=60)
+        c.restart(old)
+        assert not went_back({old: before[old]}, hard_states(c))
+        w.wait_ops(50, timeout=60)
+    in_flight = [op for op in w.history.operations() if op.status == "info" and op.f != "read"]
+    assert in_flight, "no write was in flight at the cut"
+    v = verify(c, w.history, w.keys)
+    assert v.ok, v.explain()
+
+
+def test_power_cut_of_a_follower_that_acknowledged_entries(cluster) -> None:  # type: ignore[no-untyped-def]
+    """The follower's acknowledgement was the only one besides the leader's; then the leader
+    goes too, and the follower's disk alone must carry every committed entry."""
+    c = cluster(3, power=True)
+    leader = c.leader()
+    f1, f2 = [n for n in c.nodes if n != leader]
+    c.kill(f2)  # f1's acknowledgements now make every commit
+    with cluster.workload(c, clients=4, keys=3) as w:
+        w.wait_ops(100, timeout=60)
+    c.power_cut(f1)
+    c.power_cut(leader)
+    c.restart(f1)
+    c.restart(f2)
+    c.leader(among=[f1, f2], timeout=30)
+    c.restart(leader)
+    v = verify(c, w.history, w.keys)
+    assert v.ok, v.explain()
+    assert v.acknowledged > 0
+
+
+def test_without_fsync_power_cuts_lose_acknowledged_writes(cluster) -> None:  # type: ignore[no-untyped-def]
+    """The fault bites: this test FAILS if no acknowledged write is lost."""
+    c = cluster(3, power=True, node_env={"RAFTNET_UNSAFE_NO_FSYNC": "1"})
+    with cluster.workload(c, clients=4, keys=3) as w:
+        for _ in range(3):
+            w.wait_ops(30, timeout=60)
+            c.power_cut_all()
+            c.start_all()
+            c.leader(timeout=30)
+        w.wait_ops(10, timeout=60)
+    v = verify(c, w.history, w.keys)
+    assert not v.ok, "power cuts of nodes without fsync lost nothing: the fault does not bite"
+    assert v.lost, f"the verdict does not name a lost acknowledged write: {v.explain()}"
