@@ -9,12 +9,24 @@ lost and the verdict says so.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+from harness import alloc, cleanup, netns
 from harness.cluster import Cluster
+from harness.local import wait_for
 from harness.workload import verify
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.netns, pytest.mark.fuse, pytest.mark.slow]
 
@@ -107,3 +119,53 @@ def test_without_fsync_power_cuts_lose_acknowledged_writes(cluster) -> None:  # 
     v = verify(c, w.history, w.keys)
     assert not v.ok, "power cuts of nodes without fsync lost nothing: the fault does not bite"
     assert v.lost, f"the verdict does not name a lost acknowledged write: {v.explain()}"
+
+
+OWNER = r"""
+import json, os, sys, time
+from pathlib import Path
+from harness.cluster import Cluster
+c = Cluster(2, workdir=Path(sys.argv[1]), name=sys.argv[2], power=True).start()
+print(json.dumps({"slot": c.topo.slot, "pids": [p.pid for p in c.procs.values()]
+                  + [d.proc.pid for d in c.disks.values()] + [c.mntns.pid],
+                  "mntns": os.readlink(f"/proc/{c.mntns.pid}/ns/mnt")}), flush=True)
+time.sleep(3600)
+"""
+
+
+def in_mount_namespace(ident: str) -> list[int]:
+    out = []
+    for pid in psutil.pids():
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/ns/mnt") == ident:
+                out.append(pid)
+    return out
+
+
+def test_clean_removes_what_a_crashed_power_cluster_left(tmp_path: Path) -> None:
+    """The owner is SIGKILLed: its nodes, powerfs daemons and mount namespace holder live on
+    until ``raftnet clean``; then nothing is left, and no mount ever reached the host."""
+    name = f"power-orphaned-{os.getpid()}"
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path / "w"), name], cwd=ROOT,
+                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert owner.stdout is not None
+        info = json.loads(owner.stdout.readline() or "{}")
+        slot, pids, ident = info["slot"], info["pids"], info["mntns"]
+        assert len(pids) == 5 and set(pids) <= set(in_mount_namespace(ident))
+        assert "powerfs" not in Path("/proc/self/mountinfo").read_text()
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(30)
+        assert all(psutil.pid_exists(p) for p in pids)  # what a crash leaves
+        cleanup.clean(sweep_orphans=False)
+        wait_for(lambda: not in_mount_namespace(ident), 10, what="the mount namespace to empty")
+        assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+        assert not netns.slot_netns(slot) and alloc.allocation(slot) is None
+        assert "powerfs" not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            owner.kill()
+        owner.wait(30)
+        if owner.stdout is not None:
+            owner.stdout.close()
+        cleanup.clean(sweep_orphans=False)
