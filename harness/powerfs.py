@@ -37,6 +37,7 @@ symbolic links are not supported (EPERM). One lock guards the model.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -82,8 +83,8 @@ def _err(code: int) -> OSError:
 class Inode:
     """One file or directory as the running system sees it now."""
 
-    __slots__ = ("ino", "is_dir", "mode", "uid", "gid", "mtime", "ctime", "nlink", "size", "visible",
-                 "durable_len", "pages", "entries", "opens", "fd")
+    __slots__ = ("ctime", "durable_len", "entries", "fd", "gid", "ino", "is_dir", "mode", "mtime", "nlink",
+                 "opens", "pages", "size", "uid", "visible")
 
     def __init__(self, ino: int, mode: int, uid: int = 0, gid: int = 0, mtime: int | None = None) -> None:
         self.ino = ino
@@ -121,7 +122,7 @@ class Model:
     # ------------------------------------------------------------------ durable state
     def _load(self) -> None:
         """Mount: exactly the durable state, then drop unreachable data files."""
-        with _suppress_missing():
+        with contextlib.suppress(FileNotFoundError):
             (self.store / "meta.json.tmp").unlink()
         try:
             meta = json.loads((self.store / "meta.json").read_text())
@@ -137,7 +138,7 @@ class Model:
             if node.is_dir:
                 node.entries = dict(self.durable_dirs.get(ino, {}))
             else:
-                with _suppress_missing():
+                with contextlib.suppress(FileNotFoundError):
                     node.size = node.visible = node.durable_len = (self.data / str(ino)).stat().st_size
             self.inodes[ino] = node
         for node in self.inodes.values():
@@ -189,7 +190,7 @@ class Model:
             node = self.inodes.pop(ino)
             if node.fd is not None:
                 os.close(node.fd)
-            with _suppress_missing():
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.data / str(ino))
 
     # ------------------------------------------------------------------ lookups
@@ -402,14 +403,6 @@ class Model:
             "st_blocks": (node.size + 511) // 512, "st_blksize": PAGE,
             "st_atime": node.mtime, "st_mtime": node.mtime, "st_ctime": node.ctime,
         }
-
-
-class _suppress_missing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, t: Any, e: Any, tb: Any) -> bool:
-        return t is not None and issubclass(t, FileNotFoundError)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -31,11 +31,11 @@ CONNS = (1, 16, 64)
 
 def run(power: bool, wrk: str | None, seconds: int) -> dict[str, dict[str, float]]:
     out = {}
-    with tempfile.TemporaryDirectory(prefix="raftnet-bench-power-") as tmp:
-        with Cluster(3, workdir=Path(tmp), name=f"bench-power-{os.getpid()}", power=power) as c:
-            leader = c.leader(timeout=30)
-            for conns in CONNS:
-                out[str(conns)] = load(wrk, c.address(leader), "PUT", conns, seconds)
+    with tempfile.TemporaryDirectory(prefix="raftnet-bench-power-") as tmp, \
+            Cluster(3, workdir=Path(tmp), name=f"bench-power-{os.getpid()}", power=power) as c:
+        leader = c.leader(timeout=30)
+        for conns in CONNS:
+            out[str(conns)] = load(wrk, c.address(leader), "PUT", conns, seconds)
     return out
 
 

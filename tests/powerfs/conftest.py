@@ -21,7 +21,6 @@ from harness.mountns import MountNamespace, PowerDisk
 from harness.process import NodeProcess, spawn
 
 
-
 class Disk:
     """A mounted powerfs and what a test does with it."""
 

@@ -133,7 +133,8 @@ def _sqlite_cycles(disk: Disk, sync: str, cycles: int, seed: int) -> list[tuple[
         log = disk.tmp / f"writer{i}.log"
         p = disk.spawn([sys.executable, str(WRITER), str(disk.inside("db.sqlite")), sync], log)
         target = acked + rng.randint(1, 60)
-        wait_for(lambda: _acked(log) >= target or not p.is_alive(), 30, what=f"{target} commits")
+        wait_for(lambda log=log, target=target, p=p: _acked(log) >= target or not p.is_alive(), 30,  # type: ignore[misc]
+                 what=f"{target} commits")
         assert p.is_alive(), log.read_text()
         disk.cut()
         acked = max(acked, _acked(log))
@@ -157,8 +158,8 @@ def test_sqlite_synchronous_off_loses_commits(disk: Disk) -> None:
 
 def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "harness.powerfs", "--store", str(tmp_path / "s"),
-                        str(tmp_path / "missing")], capture_output=True, text=True, timeout=30)
+                        str(tmp_path / "missing")], check=False, capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    r = subprocess.run([sys.executable, "-m", "harness.powerfs", str(tmp_path)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "harness.powerfs", str(tmp_path)], check=False, capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 2
