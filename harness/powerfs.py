@@ -569,9 +569,15 @@ def _mount(model: Model, mountpoint: str, ready: str | None) -> None:
           subtype="powerfs", hard_remove=True, use_ino=True, max_threads=16)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2
+        print(f"powerfs: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.powerfs",
-                                 description="a FUSE filesystem whose unsynced data a power cut loses")
+    ap = _Parser(prog="python -m harness.powerfs",
+                 description="a FUSE filesystem whose unsynced data a power cut loses")
     ap.add_argument("--store", required=True, help="backing dir: the durable state only")
     ap.add_argument("--ready", help="file written (with our pid) once the mount answers")
     ap.add_argument("mountpoint")

@@ -24,6 +24,7 @@ import pytest
 from harness import alloc, cleanup, netns
 from harness.cluster import Cluster
 from harness.local import wait_for
+from harness.process import node_processes
 from harness.workload import verify
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,6 +105,12 @@ def test_power_cut_of_a_follower_that_acknowledged_entries(cluster) -> None:  # 
     v = verify(c, w.history, w.keys)
     assert v.ok, v.explain()
     assert v.acknowledged > 0
+    # and destroy leaves nothing: no node, no powerfs daemon, no mount namespace
+    assert c.mntns is not None
+    ident = os.readlink(f"/proc/{c.mntns.pid}/ns/mnt")
+    c.destroy()
+    assert not in_mount_namespace(ident)
+    assert node_processes(c.workdir) == [] and powerfs_processes(c.workdir) == []
 
 
 def test_without_fsync_power_cuts_lose_acknowledged_writes(cluster) -> None:  # type: ignore[no-untyped-def]
@@ -140,6 +147,11 @@ def in_mount_namespace(ident: str) -> list[int]:
             if os.readlink(f"/proc/{pid}/ns/mnt") == ident:
                 out.append(pid)
     return out
+
+
+def powerfs_processes(where: Path) -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if "harness.powerfs" in (p.info["cmdline"] or []) and any(str(where) in a for a in p.info["cmdline"])]
 
 
 def test_clean_removes_what_a_crashed_power_cluster_left(tmp_path: Path) -> None:
