@@ -101,10 +101,11 @@ class Cluster:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "Cluster":
-        self.workdir = self.workdir.absolute()  # node and powerfs processes may start in another root
+        if self.power:
+            if reason := powerfs.unavailable_reason():
+                raise ClusterError(reason)
+            self.workdir = self.workdir.absolute()  # paths as seen from inside the mount namespace
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if self.power and (reason := powerfs.unavailable_reason()):
-            raise ClusterError(reason)
         a = alloc.allocate(self.name, self.owner_pid, topology.node_ids(self.n), base_dir=self.base_dir)
         self.topo = Topology.of(a.slot, self.n)
         try:
