@@ -35,6 +35,7 @@ test-partitions: setup
 
 bench: setup
 	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench_power.py
 
 DEMO_ARGS ?= --nodes 5 --time 60 --clients 10 --keys 5 --nemesis all
 

@@ -49,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start a cluster; prints the node table")
     up.add_argument("--nodes", type=int, default=3)
     up.add_argument("--secret", help="shared secret for the nodes")
+    up.add_argument("--power", action="store_true",
+                    help="each data dir on a powerfs disk (needs /dev/fuse), so that power-cut works")
     st = sub.add_parser("status", help="per-node state and the active faults")
     st.add_argument("--json", action="store_true")
     pa = sub.add_parser("partition", help="split into groups: partition n1,n2 n3,n4,n5")
@@ -61,6 +63,9 @@ def parser() -> argparse.ArgumentParser:
                         ("remove", "remove NODE from the membership and the network")):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("node")
+    pc = sub.add_parser("power-cut", help="power failure of NODE or all: SIGKILL and lose unsynced writes "
+                        "(an `up --power` cluster; `restart NODE` brings one back, all come back at once)")
+    pc.add_argument("node", help="a node id, or all")
     cut = sub.add_parser("cut", help="one-way: cut SRC DST drops SRC -> DST")
     cut.add_argument("src")
     cut.add_argument("dst")
@@ -77,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
     ck.add_argument("--time", type=float, default=60.0)
     ck.add_argument("--clients", type=int, default=10)
     ck.add_argument("--keys", type=int, default=5)
-    ck.add_argument("--nemesis", default="all", help="partition,kill,pause,loss,membership or all")
+    ck.add_argument("--nemesis", default="all", help="partition,kill,pause,loss,membership,power or all")
     ck.add_argument("--seed", type=int)
     ck.add_argument("--out", type=Path)
     for sp in sub.choices.values():  # `raftnet up --name x` as CONTRACT.md writes it, too
@@ -194,8 +199,10 @@ def cmd_up(a: argparse.Namespace) -> int:
 
     _need_root()
     wd = _workdir(a.name)
-    from . import cleanup
+    from . import cleanup, powerfs
 
+    if a.power and (reason := powerfs.unavailable_reason()):
+        raise CliError(reason)
     cleanup.clean(sweep_orphans=False)  # what crashed runs left (dead owners only)
     if (wd / "state.json").exists():
         try:
@@ -218,7 +225,7 @@ def cmd_up(a: argparse.Namespace) -> int:
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         owner = holder.pid
     (wd / "holder.pid").write_text(str(owner))
-    c = Cluster(a.nodes, workdir=wd, name=a.name, secret=a.secret, owner_pid=owner)
+    c = Cluster(a.nodes, workdir=wd, name=a.name, secret=a.secret, owner_pid=owner, power=a.power)
     try:
         c.start()
         c.leader(timeout=30)
@@ -228,8 +235,7 @@ def cmd_up(a: argparse.Namespace) -> int:
             holder.wait()
         raise
     alloc.update(c.topo.slot, owner_pid=owner)  # type: ignore[union-attr]
-    for p in c.procs.values():
-        p.detach()
+    _detach(c)
     if holder is not None:
         holder.returncode = 0  # it lives on; do not reap (no ResourceWarning)
     print(_table(_status_rows(c), ["id", "address", "pid", "role", "term", "leader_id"]))
@@ -284,13 +290,28 @@ def _act(a: argparse.Namespace) -> int:
             print(f"added {c.add(a.id)}")
         elif a.cmd == "remove":
             c.remove(a.node)
+        elif a.cmd == "power-cut" and a.node == "all":
+            c.power_cut_all()
+            c.start_all()  # the power comes back: every node restarts from its durable state
+        elif a.cmd == "power-cut":
+            c.power_cut(a.node)
     except (ClusterError, FirewallError, ValueError, TimeoutError) as e:
         raise CliError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     finally:
-        for p in c.procs.values():
-            p.detach()
+        _detach(c)
     print(f"{a.cmd}: done; faults now: " + ("; ".join(c.faults()) or "none"))
     return 0
+
+
+def _detach(c) -> None:  # type: ignore[no-untyped-def]
+    """Leave the cluster's processes running after this command exits (nodes, disks, mount holder)."""
+    for p in c.procs.values():
+        p.detach()
+    for d in c.disks.values():
+        if d.proc is not None:
+            d.proc.detach()
+    if c.mntns is not None:
+        c.mntns.proc.detach()
 
 
 def cmd_down(a: argparse.Namespace) -> int:
@@ -341,13 +362,18 @@ def cmd_check(a: argparse.Namespace) -> int:
         raise CliError("--nodes must be between 3 and 15", 2)
     if a.time <= 0 or a.clients < 1 or a.keys < 1:
         raise CliError("--time, --clients and --keys must be positive", 2)
-    from . import cleanup
+    from . import cleanup, powerfs
 
+    if "power" in kinds and (reason := powerfs.unavailable_reason()):
+        if "power" in _nodes(a.nemesis):
+            raise CliError(reason)
+        kinds = tuple(k for k in kinds if k != "power")  # "all" means all that can run here
+        print(f"nemesis power left out: {reason}")
     cleanup.clean(sweep_orphans=False)  # what crashed runs left (dead owners only)
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
     out = a.out or Path("runs") / f"check-{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
     r = run_check(CheckConfig(nodes=a.nodes, time=a.time, clients=a.clients, keys=a.keys, kinds=kinds, seed=seed,
-                              out=out))
+                              out=out, power="power" in kinds))
     return 0 if r.ok else 1
 
 

@@ -37,6 +37,7 @@ class CheckConfig:
     seed: int = 0
     out: Path = Path("runs/check")
     node_args: tuple[str, ...] = ("--snapshot-every", "2000")
+    power: bool = False  # data dirs on powerfs disks (needed by the power nemesis)
 
 
 @dataclass
@@ -94,7 +95,7 @@ def run_check(cfg: CheckConfig, out_stream: TextIO = sys.stdout) -> CheckResult:
     log(f"raftnet check: {cfg.nodes} nodes, {cfg.clients} clients, {cfg.keys} keys, {cfg.time:.0f} s, "
         f"nemesis {','.join(cfg.kinds) or 'none'}, seed {cfg.seed}, output {out}")
     cluster = Cluster(cfg.nodes, workdir=out / "cluster", name=f"check-{cfg.seed}-{os.getpid()}",
-                      node_args=cfg.node_args)
+                      node_args=cfg.node_args, power=cfg.power or "power" in cfg.kinds)
     plan = nemesis.schedule(cfg.seed, cfg.time, cfg.kinds, [f"n{i}" for i in range(1, cfg.nodes + 1)])
     with cluster:
         cluster.leader(timeout=30)

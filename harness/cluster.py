@@ -12,6 +12,12 @@ node and installs them atomically per node, verified by reading them back
 (harness/firewall.py). Node-to-node traffic only: the harness reaches every
 node through the control path, which only ``link_down`` cuts.
 
+With ``power=True`` each node's data dir is its own powerfs mount (a disk
+that keeps unsynced writes in the daemon's memory, harness/powerfs.py),
+inside a mount namespace private to the cluster (harness/mountns.py):
+``power_cut(node)`` and ``power_cut_all()`` lose exactly what the nodes
+never fsynced; ``restart``/``start_all`` mount the disk again first.
+
 Every fault and heal goes into the event log (monotonic timestamps) kept in
 ``workdir/events.jsonl``. The cluster's state (slot, nodes, processes,
 faults) is saved in ``workdir/state.json`` so that a CLI command from
@@ -26,14 +32,15 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import alloc, firewall, netns, topology
+from . import alloc, firewall, netns, powerfs, topology
 from .local import request, wait_for
-from .process import NodeProcess, ProcessGoneError, spawn
+from .mountns import MountNamespace, PowerDisk
+from .process import NodeProcess, ProcessGoneError, kill_all, spawn
 from .report import EventRecord
 from .topology import Topology
 
@@ -61,7 +68,12 @@ class Cluster:
         secret: str | None = None,
         owner_pid: int | None = None,
         base_dir: str | None = None,
+        power: bool = False,
+        node_env: Mapping[str, str] | None = None,
     ) -> None:
+        """``power``: each data dir on its own powerfs disk (power cuts possible).
+        ``node_env``: extra environment of the node processes (e.g. the test-only
+        RAFTNET_UNSAFE_NO_FSYNC=1)."""
         if n < 1:
             raise ClusterError("a cluster needs at least one node")
         self.n = n
@@ -82,15 +94,25 @@ class Cluster:
         self.events: list[EventRecord] = []
         self._open: list[_OpenFault] = []
         self.backend: firewall.Backend | None = None
+        self.power = power
+        self.node_env = dict(node_env or {})
+        self.mntns: MountNamespace | None = None
+        self.disks: dict[str, PowerDisk] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "Cluster":
+        if self.power:
+            if reason := powerfs.unavailable_reason():
+                raise ClusterError(reason)
+            self.workdir = self.workdir.absolute()  # paths as seen from inside the mount namespace
         self.workdir.mkdir(parents=True, exist_ok=True)
         a = alloc.allocate(self.name, self.owner_pid, topology.node_ids(self.n), base_dir=self.base_dir)
         self.topo = Topology.of(a.slot, self.n)
         try:
             self.backend = firewall.detect_backend()
             netns.create_cluster_net(self.topo)
+            if self.power:
+                self.mntns = MountNamespace.start(self.topo.switch_netns, self.workdir / "mountns.log")
             peers = ",".join(f"{i}={self.address(i)}" for i in self.topo.nodes)
             for i in self.topo.nodes:
                 self.argv[i] = self._argv(i, ["--peers", peers])
@@ -122,6 +144,17 @@ class Cluster:
                 p.kill()
             except Exception:
                 pass
+        for d in self.disks.values():
+            if d.proc is not None:
+                try:
+                    d.proc.kill()
+                except Exception:
+                    pass
+        if self.mntns is not None:
+            try:
+                self.mntns.kill()  # the last process in the namespace: its mounts go with it
+            except Exception:
+                pass
         if self.topo is not None:
             netns.destroy_cluster_net(self.topo)
             alloc.release(self.topo.slot, base_dir=self.base_dir)
@@ -142,8 +175,24 @@ class Cluster:
 
     def _spawn(self, node: str) -> None:
         assert self.topo is not None
-        self.procs[node] = spawn(self.topo.netns(node), self.argv[node], self.log_path(node),
-                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.node_env}
+        mntns = None
+        if self.power:
+            self.disk(node).mount()  # after a power cut: a fresh daemon on the durable state
+            assert self.mntns is not None
+            mntns = self.mntns.path
+        self.procs[node] = spawn(self.topo.netns(node), self.argv[node], self.log_path(node), env=env,
+                                 mntns=mntns)
+
+    def disk(self, node: str) -> PowerDisk:
+        """``node``'s powerfs disk (power clusters only): store ``<node>.disk``, mounted on its data dir."""
+        if self.mntns is None:
+            raise ClusterError("not a power cluster: start it with power=True (raftnet up --power)")
+        if node not in self.disks:
+            assert self.topo is not None
+            self.disks[node] = PowerDisk(self.mntns, self.workdir / f"{node}.disk", self.data_dir(node),
+                                         self.workdir / f"{node}.powerfs.log", netns=self.topo.netns(node))
+        return self.disks[node]
 
     def data_dir(self, node: str) -> Path:
         return self.workdir / node
@@ -300,10 +349,38 @@ class Cluster:
             p.kill()
         self._spawn(node)
         self._close_open(lambda f: f.key == f"proc:{node}")
+        if all(p.is_alive() for n, p in self.procs.items() if n not in self.removed):
+            self._close_open(lambda f: f.key == "proc:all")
         self._note("node", f"restart {node}")
         self.save()
         if wait and node not in self.links_down:
             self.wait_healthy(node)
+
+    def power_cut(self, node: str) -> None:
+        """Power failure of ``node``: SIGKILL it, then lose its disk's unsynced data.
+
+        It stays down until ``restart`` (which mounts the durable state first)."""
+        self._power_off([self.check_node(node)])
+        self._fault(f"proc:{node}", f"power cut {node}")
+        self.save()
+
+    def power_cut_all(self) -> None:
+        """The classic power failure: every node at once (``start_all`` brings them back)."""
+        self._power_off([n for n in self.nodes if n not in self.removed])
+        self._fault("proc:all", "power cut all")
+        self.save()
+
+    def _power_off(self, nodes: list[str]) -> None:
+        self.disk(nodes[0])  # raises on a cluster without power
+        procs = [self.procs[n] for n in nodes]
+        for p in procs:
+            try:
+                p.resume()  # a paused node dies too
+            except ProcessGoneError:
+                pass
+        kill_all(procs)  # first the processes that use the disks,
+        for n in nodes:
+            self.disk(n).cut()  # then the disks' caches
 
     def stop_node(self, node: str) -> int | None:
         """SIGTERM (graceful); returns the exit code."""
@@ -332,6 +409,12 @@ class Cluster:
         self.save()
 
     def start_all(self) -> None:
+        if self.power:  # the disks of the nodes that are down mount in parallel first
+            down = [self.disk(n) for n in self.nodes if not self.procs[n].is_alive()]
+            for d in down:
+                d.start()
+            for d in down:
+                d.wait_mounted()
         for n in self.nodes:
             if not self.procs[n].is_alive():
                 self._spawn(n)
@@ -393,6 +476,9 @@ class Cluster:
             p.kill()
         except Exception:
             pass
+        disk = self.disks.pop(node, None)
+        if disk is not None:
+            disk.cut()
         self.topo = netns.remove_node(self.topo, node)
         alloc.update(self.topo.slot, base_dir=self.base_dir, node_ids=self.topo.nodes)
         self.grudge = {d: {s for s in srcs if s != node} for d, srcs in self.grudge.items() if d != node}
@@ -463,7 +549,9 @@ class Cluster:
             "grudge": {k: sorted(v) for k, v in self.grudge.items()}, "loss": self.loss_pct,
             "links_down": sorted(self.links_down), "removed": sorted(self.removed), "t0": self.t0,
             "backend": self.backend.value if self.backend else None, "owner_pid": self.owner_pid,
-            "base_dir": self.base_dir,
+            "base_dir": self.base_dir, "power": self.power, "node_env": self.node_env,
+            "mntns": self.mntns.record() if self.mntns else None,
+            "disks": {n: d.record() for n, d in self.disks.items()},
             "open": [[f.index, f.key] for f in self._open], "events": [e.to_json() for e in self.events],
         }
         tmp = self.workdir / "state.json.tmp"
@@ -478,7 +566,8 @@ class Cluster:
         except (OSError, ValueError) as e:
             raise ClusterError(f"no cluster state in {workdir}: {e}") from None
         c = cls(st["n"], workdir=Path(st["workdir"]), name=st["name"], node_args=st["node_args"],
-                secret=st["secret"], owner_pid=st["owner_pid"], base_dir=st.get("base_dir"))
+                secret=st["secret"], owner_pid=st["owner_pid"], base_dir=st.get("base_dir"),
+                power=st.get("power", False), node_env=st.get("node_env"))
         c.topo = Topology(st["slot"], tuple(topology.NodeId(n) for n in st["nodes"]))
         c.argv = st["argv"]
         c.procs = {n: _reattach(r) for n, r in st["procs"].items()}
@@ -490,6 +579,12 @@ class Cluster:
         c.backend = firewall.Backend(st["backend"]) if st.get("backend") else None
         c.events = [EventRecord(e["time"], e["kind"], e["text"], e.get("end")) for e in st["events"]]
         c._open = [_OpenFault(i, k) for i, k in st["open"]]
+        if st.get("mntns"):
+            c.mntns = MountNamespace.attach(st["mntns"])
+            if c.mntns is None:
+                raise ClusterError("the cluster's mount namespace holder is gone (raftnet clean removes the rest)")
+            for n, r in st.get("disks", {}).items():
+                c.disk(n).proc = _reattach(r) if r else None
         return c
 
 

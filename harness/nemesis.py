@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-KINDS = ("partition", "kill", "pause", "loss", "membership")
+KINDS = ("partition", "kill", "pause", "loss", "membership", "power")
+# power: a power cut (SIGKILL plus the loss of every unsynced write, harness/powerfs.py) of
+# one node or of the whole cluster; it needs a cluster started with power=True.
 PARTITION_SHAPES = ("halves", "isolate-leader", "majority-ring", "bridge", "one-way")
 
 
@@ -109,6 +111,11 @@ def _plan(rng: random.Random, kind: str, nodes: list[str]) -> tuple[str, dict[st
         return "loss", {"node": rng.choice(nodes), "percent": rng.choice((20, 30, 40))}
     if kind == "membership":
         return "remove-add", {"node": "follower"}
+    if kind == "power":
+        r = rng.random()
+        if r < 0.4:
+            return "power-cut-all", {}
+        return ("power-cut-leader", {}) if r < 0.7 else ("power-cut", {"node": rng.choice(nodes)})
     raise NemesisError(kind)
 
 
@@ -148,6 +155,9 @@ class Target(Protocol):
     def resume(self, node: str) -> None: ...
     def remove(self, node: str) -> None: ...
     def add(self) -> str: ...
+    def power_cut(self, node: str) -> None: ...
+    def power_cut_all(self) -> None: ...
+    def start_all(self) -> None: ...
 
 
 @dataclass
@@ -209,6 +219,13 @@ def apply(target: Target, fault: Fault) -> Applied:
         n = pick(p.get("node", "leader"))
         target.pause(n)
         return Applied(fault, f"pause {n}", [("resume", (n,))])
+    if s in ("power-cut", "power-cut-leader"):
+        n = pick(p.get("node", "leader"))
+        target.power_cut(n)
+        return Applied(fault, f"power cut {n}", [("restart", (n,))])
+    if s == "power-cut-all":
+        target.power_cut_all()
+        return Applied(fault, "power cut all", [("start_all", ())])
     if s == "remove-add":
         n = pick("follower")
         target.remove(n)

@@ -105,14 +105,40 @@ def _in_thread(fn: Callable[[], _T]) -> _T:
     return box["value"]  # type: ignore[no-any-return]
 
 
-def in_netns(netns: str, fn: Callable[[], _T]) -> _T:
-    """Call ``fn`` in a helper thread that has entered ``netns``; return its value.
+_CLONE_NEWNS = 0x00020000
+_CLONE_FS = 0x00000200
+
+
+def enter_mntns(mntns: str) -> None:
+    """setns(2) the calling thread into the mount namespace ``mntns`` (a /proc/PID/ns/mnt path).
+
+    A thread shares its root and cwd (CLONE_FS) with the other threads, and
+    the kernel refuses to move such a thread to another mount namespace: it
+    first takes a private copy (unshare CLONE_FS). Its cwd becomes that
+    namespace's root, so a child should be given its cwd explicitly.
+    """
+    if _libc.unshare(_CLONE_FS) != 0:
+        raise _oserror("unshare CLONE_FS")
+    fd = os.open(mntns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, _CLONE_NEWNS) != 0:
+            raise _oserror(f"setns {mntns}")
+    finally:
+        os.close(fd)
+
+
+def in_netns(netns: str | None, fn: Callable[[], _T], mntns: str | None = None) -> _T:
+    """Call ``fn`` in a helper thread that has entered ``netns`` (None: ours) and,
+    if given, the mount namespace ``mntns``; return its value.
 
     Sockets created by ``fn`` stay in ``netns``; so do children it forks.
     """
 
     def entered() -> _T:
-        _enter(netns)
+        if netns is not None:
+            _enter(netns)
+        if mntns is not None:
+            enter_mntns(mntns)
         return fn()
 
     return _in_thread(entered)
@@ -448,7 +474,7 @@ def root_links() -> list[str]:
 
 
 def spawn_in_netns(
-    netns: str,
+    netns: str | None,
     argv: Sequence[str],
     *,
     stdin: Stdio = subprocess.DEVNULL,
@@ -457,13 +483,17 @@ def spawn_in_netns(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     new_session: bool = False,
+    mntns: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` inside ``netns`` (name or nsfs path); like subprocess.Popen.
+    """Start ``argv`` inside ``netns`` (name or nsfs path; None: ours); like subprocess.Popen.
 
     ``env`` None inherits ours. ``new_session`` puts the child in its own
     session and process group (a Ctrl-C of ours does not reach it).
+    ``mntns`` (a /proc/PID/ns/mnt path) starts it in that mount namespace too.
     """
     argv = list(argv)
+    if mntns is not None and cwd is None:
+        cwd = os.getcwd()  # entering a mount namespace moves the thread to its root
     return in_netns(
         netns,
         lambda: subprocess.Popen(
@@ -476,6 +506,7 @@ def spawn_in_netns(
             start_new_session=new_session,
             close_fds=True,
         ),
+        mntns,
     )
 
 

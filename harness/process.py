@@ -215,14 +215,16 @@ class NodeProcess:
 
 
 def spawn(
-    netns: str,
+    netns: str | None,
     argv: Sequence[str],
     log_path: str | os.PathLike[str],
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    mntns: str | None = None,
 ) -> NodeProcess:
-    """Start ``argv`` inside ``netns`` (name or nsfs path) in a new session, stdout and stderr
-    appended to ``log_path``. ``env`` None inherits ours."""
+    """Start ``argv`` inside ``netns`` (name or nsfs path; None: ours) in a new session, stdout and stderr
+    appended to ``log_path``. ``env`` None inherits ours. ``mntns``: also inside that
+    mount namespace (a /proc/PID/ns/mnt path; see harness/mountns.py)."""
     log = Path(log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
@@ -235,12 +237,13 @@ def spawn(
             env=env,
             cwd=cwd,
             new_session=True,
+            mntns=mntns,
         )
     try:
         create_time = psutil.Process(popen.pid).create_time()
     except psutil.NoSuchProcess:  # exited at once (zombie included); still ours to reap
         create_time = 0.0
-    return NodeProcess(popen.pid, create_time, netns, argv, log, popen)
+    return NodeProcess(popen.pid, create_time, netns or "", argv, log, popen)
 
 
 def kill_all(procs: Sequence[NodeProcess], timeout: float = 10.0) -> None:

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the Debian/Ubuntu packages raftnet's harness needs when they are
 # missing and we are root: nftables and iptables (partitions, packet loss),
-# iproute2 (for humans), ruby (to check the Vagrantfile), wrk (the benchmark's load generator).
+# iproute2 (for humans), ruby (to check the Vagrantfile), wrk (the benchmark's load generator),
+# libfuse3-3 and fuse3 (powerfs, the power-cut disks: mfusepy loads libfuse3.so.3).
 # Quick when everything is there; a no-op (with a hint) when not root.
 set -eu
 missing=""
@@ -10,6 +11,9 @@ have nft || missing="$missing nftables"
 have iptables || missing="$missing iptables"
 have ip || missing="$missing iproute2"
 have ruby || missing="$missing ruby"  # the Vagrantfile syntax test
+ldconfig -p 2>/dev/null | grep -q 'libfuse3\.so\.3' || /sbin/ldconfig -p 2>/dev/null | grep -q 'libfuse3\.so\.3' \
+  || missing="$missing libfuse3-3"
+have fusermount3 || missing="$missing fuse3"
 if [ "${RAFTNET_WITH_WRK:-0}" = 1 ]; then
   have wrk || missing="$missing wrk"
 fi

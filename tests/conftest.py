@@ -52,6 +52,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    fuse = [item for item in items if "fuse" in item.keywords]
+    if fuse:
+        from harness import powerfs
+
+        reason = powerfs.unavailable_reason()  # e.g. /dev/fuse is 0600 root: not for a rootless user
+        if reason:
+            for item in fuse:
+                item.add_marker(pytest.mark.skip(reason=reason))
     if os.geteuid() == 0:
         return
     skip = pytest.mark.skip(reason=_skip_reason or NETNS_SKIP)

@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 2
 fi
 need=""
-for pkg in python3 python3-venv make nftables iptables iproute2 git; do
+for pkg in python3 python3-venv make nftables iptables iproute2 git fuse3 libfuse3-3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
 done
 if [ -n "$need" ]; then
@@ -21,6 +21,6 @@ if [ -n "$need" ]; then
   apt-get install -y -qq --no-install-recommends $need
 fi
 # namespaces and nftables need these modules on some minimal images
-for mod in nf_tables veth bridge; do modprobe "$mod" 2>/dev/null || true; done
+for mod in nf_tables veth bridge fuse; do modprobe "$mod" 2>/dev/null || true; done
 make -C "$REPO" setup
 echo "raftnet provisioned in $REPO: run 'sudo make test-partitions' or 'sudo make demo' there"

@@ -69,6 +69,9 @@ def test_every_command_parses() -> None:
     assert parse("heal").cmd == "heal"
     assert parse("add").id is None and parse("add", "--id", "n7").id == "n7"
     assert parse("down").cmd == "down" and parse("clean").cmd == "clean"
+    assert parse("up").power is False and parse("up", "--power").power is True
+    assert (parse("power-cut", "n2").cmd, parse("power-cut", "n2").node) == ("power-cut", "n2")
+    assert parse("power-cut", "all").node == "all"
 
 
 def test_check_defaults_and_options() -> None:
@@ -86,7 +89,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert e.value.code == 0
     out = capsys.readouterr().out
     for cmd in ("up", "status", "partition", "isolate", "bridge", "cut", "loss", "heal", "link-down", "link-up",
-                "kill", "restart", "pause", "resume", "add", "remove", "down", "clean", "check"):
+                "kill", "restart", "pause", "resume", "add", "remove", "down", "clean", "check", "power-cut"):
         assert f" {cmd} " in out or f"{{{cmd}," in out or f",{cmd}," in out or f" {cmd}\n" in out, cmd
 
 
@@ -138,7 +141,8 @@ ROOT_COMMANDS = [
     ["up"], ["up", "--nodes", "5"], ["partition", "n1", "n2,n3"], ["isolate", "n1"], ["bridge", "n2"],
     ["cut", "n1", "n2"], ["loss", "n1", "20"], ["heal"], ["link-down", "n1"], ["link-up", "n1"], ["kill", "n1"],
     ["restart", "n1"], ["pause", "n1"], ["resume", "n1"], ["add"], ["remove", "n2"], ["down"],
-    ["check", "--time", "5"],
+    ["check", "--time", "5"], ["up", "--power"], ["power-cut", "n1"], ["power-cut", "all"],
+    ["check", "--nemesis", "power"],
 ]
 
 
@@ -215,6 +219,23 @@ def test_bad_values_exit_2_before_doing_anything(capsys: pytest.CaptureFixture[s
     code, out, err = run(capsys, "--name", "lab", *argv)
     assert code == 2 and out == ""
     assert says in one_line(err)
+    assert not (private_home / "lab").exists()
+
+
+NO_FUSE = "powerfs needs /dev/fuse (mode crw-------, owner uid 0): Permission denied; run as root"
+
+
+@pytest.mark.parametrize("argv", [["up", "--power"], ["check", "--nemesis", "kill,power", "--time", "5"]],
+                         ids=lambda a: " ".join(a))
+def test_power_without_fuse_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                        private_home: Path, argv: list[str]) -> None:
+    from harness import powerfs
+
+    monkeypatch.setattr(cli.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(powerfs, "unavailable_reason", lambda: NO_FUSE)
+    code, out, err = run(capsys, "--name", "lab", *argv)
+    assert code == 1 and out == ""
+    assert "/dev/fuse" in one_line(err)
     assert not (private_home / "lab").exists()
 
 

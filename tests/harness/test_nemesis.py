@@ -91,12 +91,13 @@ def test_parameters_name_real_nodes(seed: int) -> None:
             assert abs(len(a) - len(b)) <= 1
         elif f.shape == "one-way":
             assert p["src"] in NODES5 and p["dst"] in NODES5 and p["src"] != p["dst"]
-        elif f.shape in ("bridge", "kill", "pause", "loss"):
+        elif f.shape in ("bridge", "kill", "pause", "loss", "power-cut"):
             assert p["node"] in NODES5
         elif f.shape == "remove-add":
             assert p == {"node": "follower"}
         else:
-            assert f.shape in ("isolate-leader", "majority-ring", "kill-leader", "pause-leader") and p == {}
+            assert f.shape in ("isolate-leader", "majority-ring", "kill-leader", "pause-leader", "power-cut-leader",
+                               "power-cut-all") and p == {}
         assert f.describe().startswith(f.shape)
 
 
@@ -205,6 +206,9 @@ def test_apply_and_undo_every_shape() -> None:
         (Fault(1, 3, "kill", "kill", {"node": "n4"}), [("kill", ("n4",))], "restart n4"),
         (Fault(1, 3, "pause", "pause-leader"), [("pause", ("n1",))], "resume n1"),
         (Fault(1, 3, "pause", "pause", {"node": "n2"}), [("pause", ("n2",))], "resume n2"),
+        (Fault(1, 3, "power", "power-cut-leader"), [("power_cut", ("n1",))], "restart n1"),
+        (Fault(1, 3, "power", "power-cut", {"node": "n3"}), [("power_cut", ("n3",))], "restart n3"),
+        (Fault(1, 3, "power", "power-cut-all"), [("power_cut_all", ())], "start_all"),
     ]
     for fault, started, ended in cases:
         t = FakeCluster()
@@ -235,6 +239,25 @@ def test_targets_that_left_are_replaced_by_members() -> None:
     nemesis.apply(t, Fault(4, 3, "partition", "one-way", {"src": "n4", "dst": "n5"}))
     ((name, (a, b)),) = t.calls
     assert name == "cut" and a != b and {a, b} <= {"n1", "n2", "n3"}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_power_plans_cut_one_node_or_all(seed: int) -> None:
+    plan = nemesis.schedule(seed, 200, ("power",), NODES5)
+    assert plan and {f.kind for f in plan} == {"power"}
+    for f in plan:
+        assert f.shape in ("power-cut", "power-cut-leader", "power-cut-all"), f
+        assert f.shape != "power-cut" or f.params["node"] in NODES5
+
+
+def test_power_plans_have_every_shape() -> None:
+    shapes = {f.shape for f in nemesis.schedule(5, 2000, ("power",), NODES5)}
+    assert shapes == {"power-cut", "power-cut-leader", "power-cut-all"}
+
+
+def test_power_in_all_and_alone() -> None:
+    assert "power" in nemesis.parse_kinds("all")
+    assert nemesis.parse_kinds("power,kill") == ("power", "kill")
 
 
 def test_unknown_shape_raises() -> None:

@@ -246,3 +246,43 @@ def test_cli_check_run(tmp_path: Path) -> None:
     assert (out / "report.html").exists() and (out / "history.jsonl").exists()
     assert "VERDICT: linearizable" in (out / "report.html").read_text()
     assert node_processes(out) == []
+
+
+def powerfs_processes(home: Path) -> list[int]:
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if p.info["status"] != psutil.STATUS_ZOMBIE and "harness.powerfs" in cmd and any(str(home) in a for a in cmd):
+            out.append(p.pid)
+    return out
+
+
+@pytest.mark.fuse
+def test_cli_power_cut_one_node_and_all(cli: Cli) -> None:
+    from harness.local import request
+
+    out = cli.ok("up", "--nodes", "3", "--power", timeout=240)
+    assert "is up" in out
+    slot, holder = slot_of(cli.status()), int((cli.workdir / "holder.pid").read_text())
+    assert len(powerfs_processes(cli.home)) == 3
+    assert "powerfs" not in Path("/proc/self/mountinfo").read_text()  # the disks are in the cluster's namespace
+
+    def leader() -> dict[str, Any] | None:
+        return next((n for n in cli.status()["nodes"] if n["role"] == "leader"), None)
+
+    ld = wait_for(leader, 30, interval=0.3, what="a leader")
+    assert request(ld["address"], "PUT", "/v1/kv/k", {"value": "before the cuts"}, timeout=10).status == 200
+    cli.ok("power-cut", "n2")
+    assert cli.node("n2")["alive"] is False and len(powerfs_processes(cli.home)) == 2
+    cli.ok("restart", "n2")
+    assert cli.node("n2")["alive"] is True and len(powerfs_processes(cli.home)) == 3
+    pids = {n["pid"] for n in cli.status()["nodes"]}
+    cli.ok("power-cut", "all")  # and the power comes back
+    doc = cli.status()
+    assert all(n["alive"] for n in doc["nodes"]) and not pids & {n["pid"] for n in doc["nodes"]}
+    ld = wait_for(leader, 30, interval=0.3, what="a leader after the cut")
+    r = request(ld["address"], "GET", "/v1/kv/k", timeout=10)
+    assert r.status == 200 and r.body["value"] == "before the cuts"
+    assert "unknown node" in one_line_error(cli("power-cut", "n9"))
+    down_leaves_nothing(cli, slot, holder)
+    assert powerfs_processes(cli.home) == []

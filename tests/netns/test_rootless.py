@@ -89,6 +89,23 @@ def test_blocked_user_namespaces_skip_with_one_line_reason(user_tree: tuple[Path
                            for ln in reasons), reasons[:3]
 
 
+def test_power_tests_skip_rootless_with_one_line_naming_dev_fuse(user_tree: tuple[Path, Path]) -> None:
+    """/dev/fuse is 0600 root here: a user (even the mapped root of a user namespace) cannot open it."""
+    home, tree = user_tree
+    st = userns.status()
+    if not st.available:
+        pytest.skip(userns.skip_reason(st))
+    fuse = os.stat("/dev/fuse")
+    if fuse.st_mode & 0o006:
+        pytest.skip("/dev/fuse is open to every user here: the power tests would run")
+    r = _as_user(home, tree, ["make", "test-partitions", "PYTEST_ARGS=tests/powerfs/test_powerfs.py -rs"])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    summary = _summary(r.stdout)
+    assert "passed" not in summary and "skipped" in summary, summary
+    reasons = [ln for ln in r.stdout.splitlines() if ln.startswith("SKIPPED")]
+    assert reasons and all("/dev/fuse (mode crw-------" in ln for ln in reasons), reasons[:3]
+
+
 LEAK_SCRIPT = """
 import os, signal, sys, tempfile
 from pathlib import Path
