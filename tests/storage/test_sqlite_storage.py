@@ -226,3 +226,32 @@ def test_a_file_that_is_not_a_database_does_not_load(tmp_path: Path) -> None:
     path.write_bytes(b"garbage" * 1000)
     with pytest.raises((StorageError, sqlite3.DatabaseError)):
         reopen(path)
+
+
+def test_a_client_evicted_and_back_in_one_batch_keeps_its_session_row(db: Path) -> None:
+    # max_sessions=2: c3 evicts c1, then c1 comes back (evicting c2), all in ONE applied
+    # batch. The rows must be written in entry order, or the eviction's delete of c1
+    # wipes c1's new row and a restarted node re-applies c1's retry.
+    s = SqliteStorage(db)
+    fsm = KVStateMachine(max_sessions=2)
+    s.load(fsm)
+    batch = (
+        cmd(1, 1, "put", "a", value="1", client="c1", seq=1),
+        cmd(2, 1, "put", "b", value="1", client="c2", seq=1),
+        cmd(3, 1, "put", "c", value="1", client="c3", seq=1),  # evicts c1
+        cmd(4, 1, "put", "a", value="2", client="c1", seq=2),  # c1 is back; evicts c2
+    )
+    s.save(ready(HardState(Term(1), None, Index(4)), batch, committed=batch), fsm)
+    assert sorted(fsm.sessions) == ["c1", "c3"]
+    s.close()
+
+    s2 = SqliteStorage(db)
+    fsm2 = KVStateMachine(max_sessions=2)
+    s2.load(fsm2)
+    assert fsm2.sessions == fsm.sessions and fsm2.session_last == fsm.session_last
+    # c1 retries seq 2: the live node and the restarted one decide the same way (deduplicated)
+    retry = (cmd(5, 1, "put", "a", value="2", client="c1", seq=2),)
+    assert fsm.apply(None, retry) == [{"index": 4}]
+    assert s2.save(ready(HardState(Term(1), None, Index(5)), retry, committed=retry), fsm2) == [{"index": 4}]
+    assert fsm2.kv == fsm.kv == {"a": ("2", 4), "b": ("1", 2), "c": ("1", 3)}
+    s2.close()
