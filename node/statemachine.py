@@ -59,10 +59,12 @@ class KVStateMachine:
         return self.kv.get(key)
 
     def cached(self, client: str, seq: int) -> Result | None:
+        # Called on the event loop while the storage thread may be applying (trimming
+        # the window, evicting, or replacing ``sessions`` on restore): read with single
+        # atomic ``dict.get`` calls only, never test-then-index or iterate.
         s = self.sessions.get(client)
-        if s is not None and seq in s:
-            return dict(json.loads(s[seq][0]))
-        return None
+        hit = s.get(seq) if s is not None else None
+        return dict(json.loads(hit[0])) if hit is not None else None
 
     # ------------------------------------------------------------------ apply
     def apply(self, conn: sqlite3.Connection | None, entries: Iterable[Entry]) -> list[Result | None]:
