@@ -15,6 +15,7 @@ from node.raft import (
     AppendEntriesReply,
     CoreConfig,
     HardState,
+    Member,
     NodeId,
     RaftCore,
     Ready,
@@ -114,6 +115,45 @@ def test_partitioned_minority_never_commits(seed: int, config: CoreConfig) -> No
     assert old_core is not None
     if not config.check_quorum:  # the deposed leader went on accepting writes it can never commit
         assert old_core.role is Role.LEADER and old_core.last_index > old_core.commit, f"seed={seed}"
+    sim.settle()
+    sim.assert_no_acked_write_lost()
+    assert_same_state_machines(sim)
+
+
+@pytest.mark.parametrize("config", [SIM_TIMING, CLASSIC], ids=["check-quorum", "classic"])
+@pytest.mark.parametrize("seed", range(6))
+def test_two_learners_do_not_replace_two_lost_voters(seed: int, config: CoreConfig) -> None:  # §4.2.1
+    # 3 voters + 2 learners: with 2 voters down, the leader and both learners are 3 of 5
+    # members, so counting learners in any quorum (commit, ReadIndex, CheckQuorum, votes)
+    # would let writes commit or reads be served. Nothing may be.
+    sim = Sim(3, seed, spares=2, config=config)
+    leader = run_until_leader(sim)
+    for name in ("n4", "n5"):
+        core = core_of(sim, leader)
+        idx = core.propose_membership(core.membership.with_member(Member(NodeId(name), f"sim:{name}", voter=False)))
+        for _ in range(200):
+            sim.step()
+            if core_of(sim, leader).commit >= idx and core_of(sim, name).commit >= idx:
+                break
+        else:
+            raise AssertionError(f"seed={seed}: {name} was not added as a learner")
+    m = core_of(sim, leader).membership
+    assert (m.voters, m.ids - m.voters) == ({"n1", "n2", "n3"}, {"n4", "n5"}), f"seed={seed}"
+    for name in sorted(m.voters - {leader}):
+        sim.crash(name)
+    for _ in range(sim.max_delay + 1):  # what was already in flight lands
+        sim.step()
+    ceiling = max(core_of(sim, n).commit for n in (leader, "n4", "n5"))
+    reads, acked = sim.reads_served, len(sim.acked)
+    for _ in range(300):  # clients keep writing and reading at every live node
+        sim.step()
+        now = {n: core_of(sim, n).commit for n in (leader, "n4", "n5")}
+        assert max(now.values()) <= ceiling, f"seed={seed} round={sim.round}: committed {now} without a majority"
+    assert (sim.reads_served, len(sim.acked)) == (reads, acked), f"seed={seed}: served a read or acked a write"
+    if config.check_quorum:  # learners' heartbeat replies do not keep it leading
+        assert core_of(sim, leader).role is not Role.LEADER, f"seed={seed}: still leading with only learners"
+    else:  # it went on appending; the learners got the entries, which never commit
+        assert core_of(sim, "n4").last_index > ceiling, f"seed={seed}"
     sim.settle()
     sim.assert_no_acked_write_lost()
     assert_same_state_machines(sim)
