@@ -96,7 +96,7 @@ class Runtime:
         )
         self.transport = HttpTransport(
             config.id, config.address, lambda: self.cluster_id, self._address_of, storage.snapshot,
-            self._report_unreachable, config.secret,
+            self._report_unreachable, config.secret, on_snapshot_failed=self._report_snapshot_failed,
         )
         self._inbox = _Inbox()
         self._wake = asyncio.Event()
@@ -288,10 +288,11 @@ class Runtime:
         if every <= 0 or core.applied - core.log.snapshot_index < every or core.applied > core.log.stable_index:
             return
         meta = core.snapshot_meta_at(core.applied)
+        keep_from = core.compaction_start(meta.index)  # catch-up entries stay in the log
         loop = asyncio.get_running_loop()
 
         def write() -> None:
-            self.storage.save_snapshot(meta, self.fsm.serialize())
+            self.storage.save_snapshot(meta, self.fsm.serialize(), keep_from)
 
         await loop.run_in_executor(self._executor, write)
         core.compact(meta.index)
@@ -304,6 +305,9 @@ class Runtime:
 
     def _report_unreachable(self, peer: NodeId) -> None:
         self._call(lambda: self.core.report_unreachable(peer))
+
+    def _report_snapshot_failed(self, peer: NodeId) -> None:
+        self._call(lambda: self.core.report_snapshot_failed(peer))
 
     def _call(self, fn: Callable[[], None]) -> None:
         self._inbox.calls.append(fn)

@@ -12,10 +12,13 @@ import weakref
 import pytest
 
 from node.raft import (
+    AppendEntries,
     AppendEntriesReply,
     CoreConfig,
     HardState,
+    InstallSnapshot,
     Member,
+    Message,
     NodeId,
     RaftCore,
     Ready,
@@ -60,6 +63,11 @@ def test_leader_hunting_nemesis(seed: int) -> None:  # §5.4.2: leaders die with
     FAMILIES["e"].check(seed)
 
 
+@pytest.mark.parametrize("seed", seeds("f"))
+def test_snapshots_with_catch_up_entries(seed: int) -> None:  # §7 with etcd's catch-up entries
+    FAMILIES["f"].check(seed)
+
+
 # ------------------------------------------------------------------ the simulator did something
 
 SAMPLE = 12  # schedules per family
@@ -78,6 +86,26 @@ def test_family_exercises_the_cluster(name: str) -> None:
         assert any(s.snapshots for s in stats), f"{where}: no snapshot was taken"
     if family.membership:
         assert any(s.membership_changed for s in stats), f"{where}: the membership never changed"
+
+
+def test_catch_up_entries_and_snapshots_both_bring_followers_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Family f uses both ways: appends that start below the sender's snapshot (catch-up
+    entries), and InstallSnapshot for followers further behind."""
+    counts = {"catch-up appends": 0, "snapshots": 0}
+    real_send = Sim._send
+
+    def counting_send(self: Sim, m: Message) -> None:
+        src = self.nodes[m.src].core
+        if isinstance(m, InstallSnapshot):
+            counts["snapshots"] += 1
+        elif isinstance(m, AppendEntries) and m.entries and src is not None and m.prev_index < src.log.snapshot_index:
+            counts["catch-up appends"] += 1
+        real_send(self, m)
+
+    monkeypatch.setattr(Sim, "_send", counting_send)
+    for seed in range(SAMPLE):
+        FAMILIES["f"].run(seed)
+    assert all(counts.values()), counts
 
 
 # ------------------------------------------------------------------ targeted schedules
