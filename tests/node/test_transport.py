@@ -9,7 +9,17 @@ from typing import Any
 
 from aiohttp import web
 
-from node.raft import Index, InstallSnapshot, Member, Membership, Message, NodeId, Snapshot, SnapshotMeta, Term
+from node.raft import (
+    Index,
+    InstallSnapshot,
+    Member,
+    Membership,
+    Message,
+    NodeId,
+    Snapshot,
+    SnapshotMeta,
+    Term,
+)
 from node.transport import HttpTransport
 from node.wire import decode
 from tests.node.localcluster import free_port
