@@ -37,6 +37,7 @@ MAX_QUEUE = 20_000
 MAX_BATCH_BYTES = 8 << 20
 RPC_TIMEOUT_S = 2.0
 SNAPSHOT_TIMEOUT_S = 60.0
+SNAPSHOT_RETRY_S = 0.5  # pause after a failed InstallSnapshot: the core resends at its next heartbeat
 
 
 class HttpTransport:
@@ -130,6 +131,9 @@ class HttpTransport:
                         metrics.SNAPSHOTS_SENT.inc(snapshots)
                     elif snapshots:
                         self._on_snapshot_failed(peer)
+                        # a dead peer refuses at once: do not encode and send a whole snapshot
+                        # every heartbeat; at most one every SNAPSHOT_RETRY_S
+                        await asyncio.sleep(SNAPSHOT_RETRY_S)
 
     async def _post(self, peer: NodeId, batch: list[dict[str, object]], big: bool) -> bool:
         """Post one batch; True when the peer accepted it."""

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiohttp import web
 
+import node.transport
 from node.raft import (
     Index,
     InstallSnapshot,
@@ -93,3 +95,25 @@ def test_a_superseded_snapshot_leaves_as_the_newest_one() -> None:
 
     (m,) = asyncio.run(main())
     assert isinstance(m, InstallSnapshot) and m.meta.index == 20 and m.data == b"image-20"
+
+
+def test_snapshots_to_a_dead_peer_are_paced(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the core resends after every reported failure at its next heartbeat (50 ms); a dead peer
+    # refuses at once, so without a pause the leader would encode and send a whole snapshot
+    # twenty times a second
+    monkeypatch.setattr(node.transport, "SNAPSHOT_RETRY_S", 0.3)
+
+    async def main() -> list[tuple[str, str]]:
+        events: list[tuple[str, str]] = []
+        t = transport(f"127.0.0.1:{free_port()}", Snapshot(install(10).meta, b"image"), events)
+        await t.start()
+        try:
+            for _ in range(20):  # one second of heartbeats, each asking for the snapshot again
+                t.send_all([install(10)])
+                await asyncio.sleep(0.05)
+        finally:
+            await t.close()
+        return events
+
+    failed = [e for e in asyncio.run(main()) if e[0] == "snapshot_failed"]
+    assert 1 <= len(failed) <= 5, failed
