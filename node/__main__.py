@@ -51,6 +51,7 @@ def parse_args(argv: list[str]) -> Config:
     p.add_argument("--heartbeat-ms", type=int, default=50)
     p.add_argument("--election-timeout-ms", default="300:600", metavar="MIN:MAX")
     p.add_argument("--snapshot-every", type=int, default=10_000, metavar="N")
+    p.add_argument("--snapshot-catchup-entries", type=int, default=5_000, metavar="N")
     p.add_argument("--secret-file", type=Path)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--request-timeout-ms", type=int, default=5000, help=argparse.SUPPRESS)
@@ -71,6 +72,8 @@ def parse_args(argv: list[str]) -> Config:
             raise ConfigError("--heartbeat-ms must be positive and below the minimum election timeout")
         if a.snapshot_every < 0:
             raise ConfigError("--snapshot-every must be >= 0 (0 disables snapshots)")
+        if a.snapshot_catchup_entries < 0:
+            raise ConfigError("--snapshot-catchup-entries must be >= 0")
         if a.request_timeout_ms <= 0:
             raise ConfigError("--request-timeout-ms must be positive")
         secret = None
@@ -86,6 +89,7 @@ def parse_args(argv: list[str]) -> Config:
     return Config(
         id=a.id, host=host, port=port, data_dir=a.data_dir, peers=peers, join=a.join,
         heartbeat_ms=a.heartbeat_ms, election_ms=election, snapshot_every=a.snapshot_every,
+        snapshot_catchup_entries=a.snapshot_catchup_entries,
         secret=secret, log_level=a.log_level, request_timeout_s=a.request_timeout_ms / 1000,
     )
 

@@ -28,6 +28,7 @@ class Config:
     heartbeat_ms: int = 50
     election_ms: tuple[int, int] = (300, 600)
     snapshot_every: int = 10_000
+    snapshot_catchup_entries: int = 5_000  # entries kept below a snapshot for lagging followers
     secret: str | None = field(default=None, repr=False)
     log_level: str = "info"
     request_timeout_s: float = 5.0
@@ -41,7 +42,8 @@ class Config:
         tick = min(TICK_MS, self.heartbeat_ms)
         lo, hi = (max(1, round(ms / tick)) for ms in self.election_ms)
         hb = max(1, round(self.heartbeat_ms / tick))
-        return CoreConfig(election_ticks=(lo, max(hi, lo + 1)), heartbeat_ticks=hb)
+        return CoreConfig(election_ticks=(lo, max(hi, lo + 1)), heartbeat_ticks=hb,
+                          snapshot_catchup_entries=self.snapshot_catchup_entries)
 
     @property
     def tick_s(self) -> float:

@@ -56,12 +56,13 @@ APPLIED = Counter("raftnet_applied_entries_total", "Log entries applied to the s
 LEADER_CHANGES = Counter("raftnet_leader_elected_total", "Times this node became leader.")
 ELECTIONS = Counter("raftnet_elections_started_total", "Elections this node started as candidate.")
 SNAPSHOTS = Counter("raftnet_snapshots_total", "Snapshots taken for log compaction.")
+SNAPSHOTS_SENT = Counter("raftnet_snapshots_sent_total", "InstallSnapshot messages delivered to followers.")
 FSYNC_SECONDS = Histogram("raftnet_storage_save_seconds", "Time to persist one Ready (one transaction).")
 HTTP_RESPONSES: dict[int, int] = {}
 
 
 def render(gauges: dict[str, float], extra: Callable[[], str] | None = None) -> str:
-    out = [c.render() for c in (PROPOSALS, APPLIED, LEADER_CHANGES, ELECTIONS, SNAPSHOTS)]
+    out = [c.render() for c in (PROPOSALS, APPLIED, LEADER_CHANGES, ELECTIONS, SNAPSHOTS, SNAPSHOTS_SENT)]
     out.append(FSYNC_SECONDS.render())
     out.append("# HELP raftnet_http_responses_total Responses by status.\n# TYPE raftnet_http_responses_total counter\n")
     for status, n in sorted(HTTP_RESPONSES.items()):

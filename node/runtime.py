@@ -152,7 +152,7 @@ class Runtime:
         if transport is None:
             http = HttpTransport(
                 config.id, config.address, lambda: self.cluster_id, self._address_of, storage.snapshot,
-                self._report_unreachable, config.secret,
+                self._report_unreachable, config.secret, on_snapshot_failed=self._report_snapshot_failed,
             )
             http.incarnation = storage.incarnation  # sent with every batch (node/incarnation.py)
             transport = http
@@ -364,13 +364,14 @@ class Runtime:
         the drive loop, and so the heartbeats, never wait for a large state."""
         try:
             image = await self.storage.capture()
-            meta = await self._run_in_loop(
-                lambda: self.core.snapshot_meta_at(image.applied)
+            plan = await self._run_in_loop(
+                lambda: (self.core.snapshot_meta_at(image.applied), self.core.compaction_start(image.applied))
                 if image.applied > self.core.log.snapshot_index else None)
-            if meta is None:
+            if plan is None:
                 return  # a snapshot from the leader superseded ours meanwhile
+            meta, keep_from = plan  # the catch-up entries from keep_from on stay in the log
             data = await asyncio.get_running_loop().run_in_executor(None, serialize_image, image)
-            await self.storage.save_snapshot(meta, data)
+            await self.storage.save_snapshot(meta, data, keep_from)
 
             def compact() -> None:
                 if meta.index > self.core.log.snapshot_index:
@@ -394,6 +395,9 @@ class Runtime:
 
     def _report_unreachable(self, peer: NodeId) -> None:
         self._call(lambda: self.core.report_unreachable(peer))
+
+    def _report_snapshot_failed(self, peer: NodeId) -> None:
+        self._call(lambda: self.core.report_snapshot_failed(peer))
 
     def _call(self, fn: Callable[[], None]) -> None:
         self._inbox.calls.append(fn)

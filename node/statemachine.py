@@ -15,6 +15,7 @@ numbers, so a retry returns the first outcome and is applied at most once.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import zlib
@@ -28,6 +29,12 @@ SESSION_WINDOW = 32
 MAX_SESSIONS = 10_000
 
 Result = dict[str, Any]
+
+_SESSION_SQL = {
+    "put": "INSERT OR REPLACE INTO sessions(client, seq, result, idx) VALUES (?,?,?,?)",
+    "drop": "DELETE FROM sessions WHERE client = ? AND seq = ?",
+    "evict": "DELETE FROM sessions WHERE client = ?",
+}
 
 
 class StateMachine(Protocol):
@@ -79,7 +86,8 @@ def _dumps(x: Any) -> str:
 class KVStateMachine:
     """Deterministic: the same entries give the same state and results on every node."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_sessions: int = MAX_SESSIONS) -> None:
+        self.max_sessions = max_sessions  # overridable for tests; every replica must use the same value
         self.applied: Index = Index(0)
         self.kv: dict[str, tuple[str, int]] = {}  # key -> (value, index of last change)
         self.sessions: dict[str, dict[int, tuple[str, int]]] = {}  # client -> seq -> (result json, index)
@@ -90,18 +98,20 @@ class KVStateMachine:
         return self.kv.get(key)
 
     def cached(self, client: str, seq: int) -> Result | None:
+        # Called on the event loop while the storage thread may be applying (trimming
+        # the window, evicting, or replacing ``sessions`` on restore): read with single
+        # atomic ``dict.get`` calls only, never test-then-index or iterate.
         s = self.sessions.get(client)
-        if s is not None and seq in s:
-            return dict(json.loads(s[seq][0]))
-        return None
+        hit = s.get(seq) if s is not None else None
+        return dict(json.loads(hit[0])) if hit is not None else None
 
     # ------------------------------------------------------------------ apply
     def apply(self, conn: sqlite3.Connection | None, entries: Iterable[Entry]) -> list[Result | None]:
         out: list[Result | None] = []
         kv_rows: dict[str, tuple[str, int] | None] = {}
-        sess_rows: list[tuple[str, int, str, int]] = []
-        sess_drop: list[tuple[str, int]] = []
-        evicted: list[str] = []
+        # Session row changes, in entry order: an eviction followed by the same client's
+        # return within one batch must leave the new row in place.
+        sess_ops: list[tuple[str, tuple[Any, ...]]] = []  # ("put", row) / ("drop", (c, seq)) / ("evict", (c,))
         for e in entries:
             assert e.index == self.applied + 1, f"apply {e.index} after {self.applied}"
             self.applied = e.index
@@ -123,15 +133,15 @@ class KVStateMachine:
                 text = json.dumps(result, separators=(",", ":"))
                 s[seq] = (text, e.index)
                 self.session_last[client] = e.index
-                sess_rows.append((client, seq, text, e.index))
+                sess_ops.append(("put", (client, seq, text, e.index)))
                 while len(s) > SESSION_WINDOW:
                     old = min(s)
                     del s[old]
-                    sess_drop.append((client, old))
-                if len(self.sessions) > MAX_SESSIONS:
+                    sess_ops.append(("drop", (client, old)))
+                if len(self.sessions) > self.max_sessions:
                     victim = min(self.session_last, key=lambda c: (self.session_last[c], c))
                     del self.sessions[victim], self.session_last[victim]
-                    evicted.append(victim)
+                    sess_ops.append(("evict", (victim,)))
             out.append(result)
         if conn is not None:
             ups = [(k, v[0], v[1]) for k, v in kv_rows.items() if v is not None]
@@ -140,13 +150,8 @@ class KVStateMachine:
                 conn.executemany("INSERT OR REPLACE INTO kv(key, value, mod) VALUES (?, ?, ?)", ups)
             if dels:
                 conn.executemany("DELETE FROM kv WHERE key = ?", dels)
-            if sess_rows:
-                conn.executemany("INSERT OR REPLACE INTO sessions(client, seq, result, idx) VALUES (?,?,?,?)",
-                                 sess_rows)
-            if sess_drop:
-                conn.executemany("DELETE FROM sessions WHERE client = ? AND seq = ?", sess_drop)
-            if evicted:
-                conn.executemany("DELETE FROM sessions WHERE client = ?", [(c,) for c in evicted])
+            for kind, group in itertools.groupby(sess_ops, key=lambda op: op[0]):
+                conn.executemany(_SESSION_SQL[kind], [args for _, args in group])
         return out
 
     def _execute(self, cmd: dict[str, Any], index: int, rows: dict[str, tuple[str, int] | None]) -> Result:

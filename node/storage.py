@@ -75,7 +75,7 @@ class LogStore(Protocol):
     def set_cluster_id(self, cluster_id: str) -> None: ...
     def save(self, rd: Ready, fsm: StateMachine) -> list[Result | None]: ...
     def apply(self, committed: tuple[Entry, ...], fsm: StateMachine) -> list[Result | None]: ...
-    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None: ...
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes, keep_from: int | None = None) -> None: ...
     def snapshot(self) -> Snapshot: ...
     def close(self) -> None: ...
     incarnation: str | None
@@ -93,7 +93,7 @@ class Storage(Protocol):
     async def save(self, rd: Ready) -> list[Result | None]: ...
     async def apply(self, committed: tuple[Entry, ...]) -> list[Result | None]: ...
     async def capture(self) -> Image: ...
-    async def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None: ...
+    async def save_snapshot(self, meta: SnapshotMeta, data: bytes, keep_from: int | None = None) -> None: ...
     async def set_cluster_id(self, cluster_id: str) -> None: ...
     def snapshot(self) -> Snapshot: ...
     async def close(self) -> None: ...
@@ -125,8 +125,8 @@ class ThreadedStorage:
     async def capture(self) -> Image:
         return await self._run(self.fsm.capture)
 
-    async def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
-        await self._run(self.store.save_snapshot, meta, data)
+    async def save_snapshot(self, meta: SnapshotMeta, data: bytes, keep_from: int | None = None) -> None:
+        await self._run(self.store.save_snapshot, meta, data, keep_from)
 
     async def set_cluster_id(self, cluster_id: str) -> None:
         await self._run(self.store.set_cluster_id, cluster_id)
@@ -162,9 +162,9 @@ class MemoryStorage:
         self.peers: dict[str, str] = {}
 
     def load(self, fsm: KVStateMachine) -> LoadedState:
-        entries = tuple(self.log[i] for i in sorted(self.log) if i > self.snap.meta.index)
+        entries = tuple(self.log[i] for i in sorted(self.log))  # catch-up entries below the snapshot too
         fsm.restore(None, self.snap.data, self.snap.meta.index)
-        replay = [e for e in entries if e.index <= self.applied]
+        replay = [e for e in entries if self.snap.meta.index < e.index <= self.applied]
         if replay:
             fsm.apply(None, replay)
         return LoadedState(self.meta.get("node_id"), self.meta.get("cluster_id"), self.hard_state,
@@ -201,11 +201,12 @@ class MemoryStorage:
         self.applied = fsm.applied
         return results
 
-    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes, keep_from: int | None = None) -> None:
         if meta.index <= self.snap.meta.index:
             return
+        keep_from = meta.index + 1 if keep_from is None else keep_from
         self.snap = Snapshot(meta, data)
-        self.log = {i: e for i, e in self.log.items() if i > meta.index}
+        self.log = {i: e for i, e in self.log.items() if i >= keep_from}
 
     def snapshot(self) -> Snapshot:
         return self.snap
@@ -289,16 +290,25 @@ class SqliteStorage:
             row = self.conn.execute("SELECT idx, term, membership FROM snapshot WHERE id = 1").fetchone()
             snap = (SnapshotMeta(Index(row[0]), Term(row[1]), Membership.from_json(row[2])) if row
                     else SnapshotMeta(Index(0), Term(0), Membership()))
+            # the log may begin at or below the snapshot: catch-up entries kept by compaction,
+            # the first of them the anchor that gives the term before the first sendable entry
             entries = tuple(
                 Entry(Index(i), Term(t), _KINDS[k], d)
-                for i, t, k, d in self.conn.execute("SELECT idx, term, kind, data FROM log WHERE idx > ? ORDER BY idx",
-                                                    (snap.index,))
+                for i, t, k, d in self.conn.execute("SELECT idx, term, kind, data FROM log ORDER BY idx")
             )
             applied = Index(int(meta.get("applied", "0")))
+            first = entries[0].index if entries else snap.index + 1
+            if first > snap.index + 1:
+                raise StorageError(f"log has a gap before index {first}")
             for n, e in enumerate(entries):
-                if e.index != snap.index + 1 + n:
+                if e.index != first + n:
                     raise StorageError(f"log has a gap before index {e.index}")
-            if applied < snap.index or applied > snap.index + len(entries):
+            last = entries[-1].index if entries else snap.index
+            if last < snap.index:
+                raise StorageError(f"log ends at {last}, before the snapshot at {snap.index}")
+            if first <= snap.index and entries[snap.index - first].term != snap.term:
+                raise StorageError(f"log entry {snap.index} disagrees with the snapshot's term {snap.term}")
+            if applied < snap.index or applied > last:
                 raise StorageError(f"applied index {applied} outside the stored log")
             fsm.load(self.conn.execute("SELECT key, value, mod FROM kv"),
                      self.conn.execute("SELECT client, seq, result, idx FROM sessions").fetchall(), applied)
@@ -375,19 +385,21 @@ class SqliteStorage:
             self._sync = mode
 
     # ------------------------------------------------------------------ snapshots
-    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
-        """Compaction: store the image at ``meta.index`` and drop the log it covers. A snapshot
-        no newer than the stored one (one installed from the leader while ours was being
-        serialized) is ignored."""
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes, keep_from: int | None = None) -> None:
+        """Compaction: store the image at ``meta.index`` and drop the log it covers, except
+        the entries from ``keep_from`` on (``RaftCore.compaction_start``: the anchor and the
+        catch-up entries); by default everything up to ``meta.index`` goes."""
         if meta.index <= self.snapshot().meta.index:
-            return
+            return  # no newer than the stored one (installed from the leader while ours was serialized)
+        keep_from = meta.index + 1 if keep_from is None else keep_from
+        assert keep_from <= meta.index + 1
         self._set_sync("FULL")
         with self._tx():
             self.conn.execute(
                 "INSERT OR REPLACE INTO snapshot(id, idx, term, membership, data) VALUES (1, ?, ?, ?, ?)",
                 (meta.index, meta.term, meta.membership.to_json(), data),
             )
-            self.conn.execute("DELETE FROM log WHERE idx <= ?", (meta.index,))
+            self.conn.execute("DELETE FROM log WHERE idx < ?", (keep_from,))
         self._snapshot_cache = Snapshot(meta, data)
 
     def snapshot(self) -> Snapshot:

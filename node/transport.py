@@ -12,6 +12,13 @@ Every batch carries our data dir's incarnation (node/incarnation.py). A peer
 that refuses it (409 ``stale_incarnation``: we are a wiped member's new data
 dir) is logged at ERROR, at most every ``REFUSAL_LOG_S`` per peer, and listed
 in ``refused_by`` for /v1/status until it accepts a batch again.
+
+An InstallSnapshot carries the newest stored snapshot when it is sent (the
+leader may have compacted again since the core asked: the newer image
+supersedes the older one at once). When one cannot be delivered (an error, a
+timeout, a refusal, a full queue) the core hears of it
+(``on_snapshot_failed``) and probes again at its next heartbeat instead of
+waiting for its last-resort timeout.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from dataclasses import replace
 import aiohttp
 
 from . import incarnation as inc
+from . import metrics
 from .raft import InstallSnapshot, Message, NodeId, Snapshot
 from .wire import encode
 
@@ -37,6 +45,7 @@ MAX_BATCH_BYTES = 8 << 20
 RPC_TIMEOUT_S = 2.0
 SNAPSHOT_TIMEOUT_S = 60.0
 REFUSAL_LOG_S = 10.0
+SNAPSHOT_RETRY_S = 0.5  # pause after a failed InstallSnapshot: the core resends at its next heartbeat
 
 
 class HttpTransport:
@@ -49,6 +58,7 @@ class HttpTransport:
         snapshot: Callable[[], Snapshot],
         on_unreachable: Callable[[NodeId], None],
         secret: str | None = None,
+        on_snapshot_failed: Callable[[NodeId], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.address = address
@@ -56,6 +66,7 @@ class HttpTransport:
         self._address_of = address_of
         self._snapshot = snapshot
         self._on_unreachable = on_unreachable
+        self._on_snapshot_failed = on_snapshot_failed or (lambda peer: None)
         self._headers = {"Content-Type": "application/json"}
         if secret:
             self._headers["Authorization"] = f"Bearer {secret}"
@@ -96,7 +107,8 @@ class HttpTransport:
                 q = self._queues[m.dst] = deque()
                 self._events[m.dst] = asyncio.Event()
             if len(q) >= MAX_QUEUE:
-                q.popleft()
+                if isinstance(q.popleft(), InstallSnapshot):
+                    self._on_snapshot_failed(m.dst)
                 self.dropped += 1
             q.append(m)
             self._events[m.dst].set()
@@ -109,26 +121,38 @@ class HttpTransport:
             await ev.wait()
             ev.clear()
             while q:
-                batch, size = [], 0
+                batch, size, snapshots = [], 0, 0
                 while q and size < MAX_BATCH_BYTES:
                     m = q.popleft()
                     if isinstance(m, InstallSnapshot):
                         snap = self._snapshot()
-                        if snap.meta.index != m.meta.index:
-                            continue  # compacted again since: the core will ask anew
-                        m = replace(m, data=snap.data)
+                        if snap.meta.index < m.meta.index:  # cannot happen: our snapshots only move on
+                            self.dropped += 1
+                            self._on_snapshot_failed(peer)
+                            continue
+                        # compacted again since the core asked: the newer image supersedes it
+                        m = replace(m, meta=snap.meta, data=snap.data)
                         size += len(snap.data)
+                        snapshots += 1
                     d = encode(m)
                     batch.append(d)
                     size += 64 + sum(len(e[3]) for e in d.get("e", ()))
                 if batch:
-                    await self._post(peer, batch, big=size > MAX_BATCH_BYTES // 4)
+                    delivered = await self._post(peer, batch, big=size > MAX_BATCH_BYTES // 4)
+                    if snapshots and delivered:
+                        metrics.SNAPSHOTS_SENT.inc(snapshots)
+                    elif snapshots:
+                        self._on_snapshot_failed(peer)
+                        # a dead peer refuses at once: do not encode and send a whole snapshot
+                        # every heartbeat; at most one every SNAPSHOT_RETRY_S
+                        await asyncio.sleep(SNAPSHOT_RETRY_S)
 
-    async def _post(self, peer: NodeId, batch: list[dict[str, object]], big: bool) -> None:
+    async def _post(self, peer: NodeId, batch: list[dict[str, object]], big: bool) -> bool:
+        """Post one batch; True when the peer accepted it."""
         addr = self._address_of(peer)
         if addr is None or self._session is None:
             self.dropped += len(batch)
-            return
+            return False
         body = json.dumps({"cluster": self._cluster_id(), "from": self.node_id, "addr": self.address, "msgs": batch},
                           separators=(",", ":"))
         timeout = aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT_S if big else RPC_TIMEOUT_S, connect=1.0)
@@ -142,15 +166,17 @@ class HttpTransport:
                         log.warning("peer %s refused %d messages: HTTP %d", peer, len(batch), resp.status)
                     self.dropped += len(batch)
                     self._on_unreachable(peer)
-                    return
+                    return False
             self.sent += len(batch)
             self.refused_by.pop(peer, None)
+            return True
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             log.debug("peer %s unreachable: %r", peer, e)
             self.dropped += len(batch)
             self._on_unreachable(peer)
             # a dead peer: do not spin; Raft retries on its heartbeat anyway
             await asyncio.sleep(0.02)
+            return False
 
     def _refused(self, peer: NodeId, payload: bytes) -> bool:
         """A 409 from ``peer``: if it refuses our incarnation, remember and log why."""

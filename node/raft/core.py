@@ -6,7 +6,8 @@ Theory of operation
 The core never touches a clock, a socket or a disk. The driver feeds it
 ``tick()`` (one unit of logical time), ``step(message)`` (an inbound RPC) and
 calls (``propose``, ``read_index``, ``propose_membership``,
-``transfer_leadership``, ``compact``). Effects accumulate inside the core and
+``transfer_leadership``, ``compact``, ``report_unreachable``,
+``report_snapshot_failed``). Effects accumulate inside the core and
 come out, in one batch, from ``ready()``:
 
     hard_state  -> make durable first (term, vote and commit; §5.1)
@@ -21,6 +22,15 @@ stepped between two ``ready()`` calls become one Ready: one fsync and one
 message per peer (batching). A leader streams entries to followers in the
 "replicate" state without waiting for acknowledgements (pipelining), up to
 ``max_inflight`` entries beyond what the follower has acknowledged.
+
+Compaction (§7): once the driver has stored a snapshot at ``index`` it calls
+``compact(index)``; the log keeps the last ``snapshot_catchup_entries``
+entries below the snapshot (``compaction_start`` tells storage which), so a
+follower a little behind still gets AppendEntries. Only a follower whose
+next_index lies below the log's first entry gets an InstallSnapshot. When
+the driver reports that the send failed (``report_snapshot_failed``), the
+leader probes again from the next heartbeat on; waiting ten election
+timeouts is kept only as the last resort for a lost reply.
 
 Safety rules and where they live:
 - Election safety: one vote per term, durable before the reply leaves (§5.2).
@@ -85,11 +95,14 @@ class CoreConfig:
     max_apply_batch: int = 4096  # committed entries per Ready
     pre_vote: bool = True
     check_quorum: bool = True
+    snapshot_catchup_entries: int = 0  # entries compaction keeps below the snapshot index (etcd: 5000)
 
     def __post_init__(self) -> None:
         lo, hi = self.election_ticks
         if not (0 < self.heartbeat_ticks < lo < hi):
             raise ValueError("need 0 < heartbeat_ticks < election min < election max")
+        if self.snapshot_catchup_entries < 0:
+            raise ValueError("snapshot_catchup_entries must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -124,7 +137,7 @@ class InitialState:
 
     hard_state: HardState
     snapshot: SnapshotMeta
-    entries: tuple[Entry, ...] = ()
+    entries: tuple[Entry, ...] = ()  # may begin at or below snapshot.index (catch-up entries)
     applied: Index = Index(0)
 
 
@@ -341,10 +354,25 @@ class RaftCore:
         if pr is not None and pr.state is ProgressState.REPLICATE:
             self._to_probe(pr)
 
+    def report_snapshot_failed(self, peer: NodeId) -> None:
+        """The driver could not deliver our InstallSnapshot to ``peer`` (an error, a timeout,
+        or it was dropped): probe again from the next heartbeat on instead of waiting for the
+        last-resort timeout, and send the (then newest) snapshot again if still needed."""
+        pr = self._progress.get(peer)
+        if pr is not None and pr.state is ProgressState.SNAPSHOT:
+            self._to_probe(pr)
+            pr.probe_sent = True  # paused until the next heartbeat, as after any probe (etcd does the same)
+
+    def compaction_start(self, index: int) -> Index:
+        """Where the log will start once ``compact(index)`` ran: the driver's storage keeps
+        the entries from this index on (the anchor, then the catch-up entries)."""
+        return self.log.start_after_compact(index, self.cfg.snapshot_catchup_entries)
+
     def compact(self, index: int) -> None:
-        """The driver stored a snapshot covering ``index``: drop those entries."""
+        """The driver stored a snapshot covering ``index``: drop those entries, except the
+        last ``snapshot_catchup_entries`` of them, which lagging followers may still need."""
         assert index <= self.applied
-        self.log.compact(index)
+        self.log.compact(index, self.cfg.snapshot_catchup_entries)
 
     # ------------------------------------------------------------------ output
     def ready(self) -> Ready | None:
@@ -394,11 +422,9 @@ class RaftCore:
         """Would ``ready()`` send some follower an append or a snapshot right now?"""
         last = self.log.last_index
         for pr in self._progress.values():
-            if pr.state is ProgressState.SNAPSHOT:
+            if pr.state is ProgressState.SNAPSHOT or (pr.state is ProgressState.PROBE and pr.probe_sent):
                 continue
-            if pr.next_index <= self.log.snapshot_index:
-                return True
-            if pr.state is ProgressState.PROBE and not pr.probe_sent:
+            if pr.next_index < self.log.first_index or pr.state is ProgressState.PROBE:
                 return True
             if (pr.state is ProgressState.REPLICATE and pr.next_index <= last
                     and pr.next_index - pr.match_index <= self.cfg.max_inflight):
@@ -519,7 +545,9 @@ class RaftCore:
             if pr.state is ProgressState.SNAPSHOT:
                 pr.snapshot_ticks += 1
                 if pr.snapshot_ticks >= 10 * self.cfg.election_ticks[1]:
-                    self._to_probe(pr)  # the snapshot (or its reply) was lost; a big one takes a while
+                    # last resort: the reply was lost (a failed send is reported at once,
+                    # report_snapshot_failed); a big snapshot may take a while
+                    self._to_probe(pr)
         if self._heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             if self.cfg.check_quorum and not self._quorum_active():
@@ -564,12 +592,12 @@ class RaftCore:
             if force:  # keep the lease and read confirmations alive; log untouched
                 self._send(self._append_msg(peer, self.log.snapshot_index, ()))
             return
-        if pr.next_index <= self.log.snapshot_index:
+        if pr.state is ProgressState.PROBE and pr.probe_sent and not force:
+            return
+        if pr.next_index < self.log.first_index:  # compacted away, catch-up entries included (§7)
             self._send_snapshot(peer, pr)
             return
         if pr.state is ProgressState.PROBE:
-            if pr.probe_sent and not force:
-                return
             entries = self.log.slice(pr.next_index, last, self.cfg.max_append_bytes)
             self._send(self._append_msg(peer, Index(pr.next_index - 1), entries))
             pr.probe_sent = True

@@ -2,8 +2,17 @@
 entries after it, all in memory; the part not yet handed to storage is
 "unstable".
 
+Compaction may keep some entries the snapshot already covers ("catch-up
+entries", like etcd's): a follower a little behind then gets them by
+AppendEntries instead of a whole snapshot. So the log's start (the index
+before its first entry, whose term is still known) is separate from the
+snapshot index. Storage keeps the entry at ``start`` too, as the anchor that
+gives its term after a restart (see ``__init__``).
+
 Invariants:
-  entries[i].index == snapshot_index + 1 + i
+  entries[i].index == start + 1 + i
+  start <= snapshot_index <= last_index
+  term(start) is known (start_term): an append may begin at first_index
   snapshot_index < unstable_from <= last_index + 1
   every entry below unstable_from is durable in storage
 """
@@ -17,22 +26,39 @@ from .types import Entry, EntryKind, Index, Membership, SnapshotMeta, Term
 
 class RaftLog:
     def __init__(self, snapshot: SnapshotMeta, entries: Sequence[Entry] = ()) -> None:
+        """``entries`` may begin at or below the snapshot index (catch-up entries kept by
+        compaction): then the first one is the anchor, known only for its term."""
         self.snapshot_index: Index = snapshot.index
         self.snapshot_term: Term = snapshot.term
         self.snapshot_membership: Membership = snapshot.membership
         self.entries: list[Entry] = list(entries)
+        self.start: Index = snapshot.index
+        self.start_term: Term = snapshot.term
+        if self.entries and self.entries[0].index <= snapshot.index:
+            anchor = self.entries.pop(0)
+            self.start, self.start_term = anchor.index, anchor.term
         for i, e in enumerate(self.entries):
-            assert e.index == self.snapshot_index + 1 + i, "log has a gap"
+            assert e.index == self.start + 1 + i, "log has a gap"
+        assert self.last_index >= self.snapshot_index, "the log ends before the snapshot"
+        assert self.start == self.snapshot_index or self.entry(self.snapshot_index).term == self.snapshot_term, (
+            "the log disagrees with the snapshot")
         self.unstable_from: Index = Index(self.last_index + 1)  # loaded entries are durable
         # (index, membership) for every config entry above the snapshot, ascending
         self.configs: list[tuple[Index, Membership]] = [
-            (e.index, Membership.from_json(e.data)) for e in self.entries if e.kind is EntryKind.CONFIG
+            (e.index, Membership.from_json(e.data))
+            for e in self.entries
+            if e.kind is EntryKind.CONFIG and e.index > self.snapshot_index
         ]
 
     # -- queries ---------------------------------------------------------------
     @property
     def last_index(self) -> Index:
-        return Index(self.snapshot_index + len(self.entries))
+        return Index(self.start + len(self.entries))
+
+    @property
+    def first_index(self) -> Index:
+        """The first entry that can be sent in an AppendEntries (its predecessor's term is known)."""
+        return Index(self.start + 1)
 
     @property
     def last_term(self) -> Term:
@@ -46,21 +72,23 @@ class RaftLog:
         """Term of the entry at ``index``; None when compacted away or beyond the end."""
         if index == self.snapshot_index:
             return self.snapshot_term
-        if index < self.snapshot_index or index > self.last_index:
+        if index == self.start:
+            return self.start_term
+        if index < self.start or index > self.last_index:
             return None
-        return self.entries[index - self.snapshot_index - 1].term
+        return self.entries[index - self.start - 1].term
 
     def entry(self, index: int) -> Entry:
-        assert self.snapshot_index < index <= self.last_index, f"no entry {index}"
-        return self.entries[index - self.snapshot_index - 1]
+        assert self.start < index <= self.last_index, f"no entry {index}"
+        return self.entries[index - self.start - 1]
 
     def slice(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         """Entries lo..hi inclusive (at least one if any, then up to max_bytes)."""
-        lo = max(lo, self.snapshot_index + 1)
+        lo = max(lo, self.start + 1)
         hi = min(hi, self.last_index)
         if lo > hi:
             return []
-        out = self.entries[lo - self.snapshot_index - 1 : hi - self.snapshot_index]
+        out = self.entries[lo - self.start - 1 : hi - self.start]
         if max_bytes is not None:
             size = 0
             for n, e in enumerate(out):
@@ -70,7 +98,7 @@ class RaftLog:
         return out
 
     def unstable(self) -> list[Entry]:
-        return self.entries[self.unstable_from - self.snapshot_index - 1 :]
+        return self.entries[self.unstable_from - self.start - 1 :]
 
     def is_up_to_date(self, last_index: int, last_term: int) -> bool:
         """§5.4.1: is a log ending at (last_term, last_index) at least as up to date as ours?"""
@@ -119,7 +147,7 @@ class RaftLog:
     def truncate_from(self, index: int) -> None:
         """Drop entries >= index (never committed ones: the caller checks)."""
         assert index > self.snapshot_index
-        del self.entries[index - self.snapshot_index - 1 :]
+        del self.entries[index - self.start - 1 :]
         self.unstable_from = Index(min(self.unstable_from, index))
         while self.configs and self.configs[-1][0] >= index:
             self.configs.pop()
@@ -129,17 +157,25 @@ class RaftLog:
         if self.term(index) == term and index >= self.unstable_from:
             self.unstable_from = Index(index + 1)
 
-    def compact(self, index: int) -> None:
-        """Forget entries up to ``index``: a snapshot now covers them."""
+    def start_after_compact(self, index: int, keep: int) -> Index:
+        """The log's start once ``compact(index, keep)`` ran: storage keeps the rows from there."""
+        return Index(max(self.start, index - max(0, keep)))
+
+    def compact(self, index: int, keep: int = 0) -> None:
+        """A snapshot now covers entries up to ``index``: forget them, except the last
+        ``keep`` of them (catch-up entries for followers a little behind)."""
         assert self.snapshot_index <= index <= self.stable_index, "compacting beyond durable log"
-        if index == self.snapshot_index:
-            return
         term = self.term(index)
         assert term is not None
         self.snapshot_membership = self.membership_at(index)
-        del self.entries[: index - self.snapshot_index]
         self.snapshot_index, self.snapshot_term = Index(index), term
         self.configs = [(i, c) for i, c in self.configs if i > index]
+        start = self.start_after_compact(index, keep)
+        if start > self.start:
+            start_term = self.term(start)
+            assert start_term is not None
+            del self.entries[: start - self.start]
+            self.start, self.start_term = start, start_term
 
     def restore(self, meta: SnapshotMeta) -> None:
         """Install a snapshot; keep the suffix after it only when it matches (§7)."""
@@ -148,6 +184,7 @@ class RaftLog:
             keep = self.slice(meta.index + 1, self.last_index)
         self.snapshot_index, self.snapshot_term = meta.index, meta.term
         self.snapshot_membership = meta.membership
+        self.start, self.start_term = meta.index, meta.term
         self.entries = []
         self.configs = []
         self.unstable_from = Index(meta.index + 1)  # storage rewrites the kept suffix too

@@ -115,6 +115,7 @@ class Sim:
         self.net: list[tuple[int, int, Message]] = []
         self._seq = 0
         self.blocked: set[tuple[NodeId, NodeId]] = set()
+        self.snapshot_failures: list[tuple[NodeId, NodeId]] = []  # (leader, peer), reported next round
         self.leaders: dict[Term, NodeId] = {}
         self.committed: dict[Index, tuple[Term, str]] = {}
         self.acked: dict[str, Index] = {}
@@ -172,6 +173,13 @@ class Sim:
         self.check()
 
     def _deliver(self) -> None:
+        # like the node's transport: a snapshot that could not be sent (a cut link refuses the
+        # connection) is reported to its sender, later, as the driver's inbox would
+        failures, self.snapshot_failures = self.snapshot_failures, []
+        for src, dst in failures:
+            sender = self.nodes[src].core
+            if sender is not None:
+                sender.report_snapshot_failed(dst)
         while self.net and self.net[0][0] <= self.round:
             _, _, m = heapq.heappop(self.net)
             n = self.nodes[m.dst]
@@ -179,7 +187,11 @@ class Sim:
                 n.core.step(m)
 
     def _send(self, m: Message) -> None:
-        if (m.src, m.dst) in self.blocked or self.rng.random() < self.loss:
+        if (m.src, m.dst) in self.blocked:
+            if isinstance(m, InstallSnapshot):
+                self.snapshot_failures.append((m.src, m.dst))
+            return
+        if self.rng.random() < self.loss:  # lost on the way: nobody notices
             return
         copies = 2 if self.rng.random() < self.duplicate else 1
         for _ in range(copies):
@@ -270,9 +282,10 @@ class Sim:
         if core.applied - core.log.snapshot_index < self.snapshot_every or core.applied > core.log.stable_index:
             return
         meta = core.snapshot_meta_at(core.applied)
+        start = core.compaction_start(meta.index)  # like the node: catch-up entries stay on disk
         n.disk.snapshot = meta
         n.disk.snapshot_data = json.dumps(n.sm).encode()
-        n.disk.entries = [e for e in n.disk.entries if e.index > meta.index]
+        n.disk.entries = [e for e in n.disk.entries if e.index >= start]
         core.compact(meta.index)
 
     # ------------------------------------------------------------- actors

@@ -17,6 +17,7 @@ from node.raft import (
     MembershipChangeError,
     ProposalDroppedError,
     RequestVote,
+    RequestVoteReply,
     Role,
     Term,
     TimeoutNow,
@@ -24,6 +25,7 @@ from node.raft import (
 
 from .helpers import (
     CFG,
+    CLASSIC,
     ELECTION_MAX,
     HEARTBEAT,
     Net,
@@ -163,6 +165,62 @@ def test_learner_gets_entries_but_does_not_count_for_commit() -> None:  # §4.2.
     net.settle()
     assert net["n4"].last_index == 3
     assert n1.commit == 2  # the leader and a learner are not a majority of {n1, n2, n3}
+
+
+# Two learners at once: with 3 voters of which 2 are down, the leader and TWO healthy
+# learners are 3 of the 5 members, a majority if learners were (wrongly) counted; one
+# learner (3 of 4 is not reached by 2) could not tell the difference.
+def _commit_needs_voters(net: Net) -> None:
+    n1 = net["n1"]
+    n1.propose("b")
+    net.settle()
+    assert net["n4"].last_index == net["n5"].last_index == 3  # the learners have it
+    assert n1.commit == 2 and net.committed("n1") == ["a"]
+
+
+def _read_needs_voters(net: Net) -> None:
+    n1 = net["n1"]
+    n1.read_index(7)
+    net.settle()  # both learners answer the heartbeat round
+    assert n1.role is Role.LEADER and [r for rd in net.readies["n1"] for r in rd.reads] == []
+
+
+def _lease_needs_voters(net: Net) -> None:  # CheckQuorum: learners do not keep a leader leading
+    n1 = net["n1"]
+    for _ in range(ELECTION_MAX + HEARTBEAT):
+        net.tick("n1", "n4", "n5")
+        net.settle()
+    assert n1.role is Role.FOLLOWER
+
+
+TWO_LEARNER_CASES = [
+    (_commit_needs_voters, "commit"),
+    (_read_needs_voters, "read"),
+    (_lease_needs_voters, "check-quorum"),
+]
+
+
+@pytest.mark.parametrize(("scenario", "what"), TWO_LEARNER_CASES, ids=[c[1] for c in TWO_LEARNER_CASES])
+def test_two_healthy_learners_never_stand_in_for_two_lost_voters(scenario, what: str) -> None:  # type: ignore[no-untyped-def]  # §4.2.1
+    net = leader_cluster(learners=("n4", "n5"))
+    net["n1"].propose("a")
+    net.settle()
+    assert net["n1"].commit == 2 and net["n4"].commit == net["n5"].commit == 2
+    net.crash("n2")
+    net.crash("n3")
+    scenario(net)
+
+
+def test_votes_of_two_learners_do_not_elect() -> None:  # §4.2.1: learners do not vote
+    net = cluster(VOTERS, learners=("n4", "n5"), config=CLASSIC)
+    n1 = net["n1"]
+    tick_until(n1, lambda c: c.role is Role.CANDIDATE, limit=ELECTION_MAX)
+    assert {m.dst for m in of_type(net.flush("n1"), RequestVote)} == {"n2", "n3"}
+    for name in ("n4", "n5"):  # n1 + n4 + n5 would be 3 of 5 members
+        n1.step(RequestVoteReply(n1.term, nid(name), nid("n1"), True))
+    assert n1.role is Role.CANDIDATE
+    n1.step(RequestVoteReply(n1.term, nid("n2"), nid("n1"), True))
+    assert n1.role is Role.LEADER  # a voter's vote does
 
 
 def test_learner_promotion_makes_it_count() -> None:  # §4.2.1

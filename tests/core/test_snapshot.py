@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
 
 from node.raft import (
     AppendEntries,
+    Entry,
+    EntryKind,
     Index,
+    InitialState,
     InstallSnapshot,
     InstallSnapshotReply,
     ProgressState,
+    RaftCore,
     SnapshotMeta,
     Term,
 )
 
 from .helpers import (
+    CFG,
     ELECTION_MAX,
     HEARTBEAT,
     Net,
@@ -184,3 +190,137 @@ def test_restart_from_a_snapshot() -> None:  # §7: the snapshot replaces the co
     assert (again.log.snapshot_index, again.last_index, again.commit, again.applied) == (4, 6, 6, 6)
     assert again.term == 1 and again.voted_for == "n1"
     assert again.membership == n1.membership
+
+
+# ------------------------------------------------------------------ catch-up entries kept by compaction
+
+
+def catchup_cluster(keep: int) -> Net:
+    """n1 leads and keeps ``keep`` catch-up entries; n3 (log: 1) was down while 2..11 were
+    committed; n1 compacted up to 11, its whole log."""
+    net = leader_cluster(config=replace(CFG, snapshot_catchup_entries=keep))
+    n1 = net["n1"]
+    net.crash("n3")
+    for i in range(10):
+        n1.propose(f"v{i}")
+    net.settle()
+    assert n1.commit == n1.applied == 11 and net["n3"].last_index == 1
+    n1.compact(11)
+    assert n1.log.snapshot_index == 11
+    net.restart("n3")
+    return net
+
+
+def transcript(net: Net, rounds: int = 3) -> list[str]:
+    """What n1 sends n3 to catch it up (empty heartbeats left out), in golden notation:
+    ``append prev..last`` or ``snapshot index``; each heartbeat round runs until quiet."""
+    out: list[str] = []
+    for _ in range(rounds):
+        net.tick("n1", n=HEARTBEAT)
+        for _ in range(20):
+            net.flush()
+            if not net.queue:
+                break
+            for m in net.pending(to("n3")):
+                if isinstance(m, InstallSnapshot):
+                    out.append(f"snapshot {m.meta.index}")
+                elif isinstance(m, AppendEntries) and m.entries:
+                    out.append(f"append {m.prev_index}..{m.entries[-1].index}")
+            fill_snapshot_data(net, b"image-11")
+            net.deliver()
+    return out
+
+
+CATCHUP = [
+    # (catch-up entries kept, log start after compact(11), what n3 (next_index 2) gets)
+    (0, 11, ["snapshot 11"]),  # nothing kept: the only way
+    (9, 2, ["snapshot 11"]),  # first kept entry is 3: n3 lacks 2, one entry too far behind
+    (10, 1, ["append 1..11"]),  # first kept entry is 2: just enough
+    (20, 0, ["append 1..11"]),  # everything kept (the log starts at 0)
+]
+
+
+@pytest.mark.parametrize(("keep", "start", "golden"), CATCHUP, ids=[f"keep-{c[0]}" for c in CATCHUP])
+def test_compaction_keeps_catch_up_entries_for_a_lagging_follower(keep: int, start: int, golden: list[str]) -> None:  # §7
+    net = catchup_cluster(keep)
+    n1, n3 = net["n1"], net["n3"]
+    assert (n1.log.start, n1.log.first_index, n1.log.last_index) == (start, start + 1, 11)
+    assert [e.index for e in n1.log.entries] == list(range(start + 1, 12))
+    assert transcript(net) == golden
+    assert n3.commit == n3.applied == n3.last_index == 11
+    installed = [rd.snapshot.meta.index for rd in net.readies["n3"] if rd.snapshot is not None]
+    if golden[0].startswith("snapshot"):
+        assert installed == [11] and net.committed("n3") == []
+    else:  # the entries themselves, applied one by one
+        assert installed == [] and net.committed("n3") == [f"v{i}" for i in range(10)]
+    pr = n1.progress(nid("n3"))
+    assert pr is not None and (pr.state, pr.match_index) == (ProgressState.REPLICATE, 11)
+
+
+def test_catch_up_entries_survive_a_restart() -> None:  # §7: storage keeps them, the anchor gives the term
+    net = catchup_cluster(4)
+    n1 = net["n1"]
+    assert (n1.log.start, n1.log.snapshot_index) == (7, 11)
+    # what storage holds: the anchor (7) and the entries after it
+    anchor = Entry(Index(7), n1.log.term(7) or Term(0), EntryKind.NORMAL, "v5")
+    state = InitialState(n1.hard_state(), SnapshotMeta(Index(11), Term(1), n1.membership),
+                         (anchor, *n1.log.entries), n1.applied)
+    again = RaftCore(n1.id, state, n1.cfg, random.Random(0))
+    assert (again.log.start, again.log.first_index, again.log.snapshot_index, again.last_index) == (7, 8, 11, 11)
+    assert again.log.term(7) == again.log.term(8) == 1 and again.log.term(6) is None
+    assert [e.index for e in again.log.entries] == [8, 9, 10, 11]
+    assert again.commit == again.applied == 11
+
+
+def lost_snapshot_cluster() -> tuple[Net, RaftCore]:
+    """catchup_cluster(0) with n1's first InstallSnapshot to n3 lost: n3 is in SNAPSHOT state."""
+    net = catchup_cluster(0)
+    n1 = net["n1"]
+    for _ in range(ELECTION_MAX):
+        net.tick("n1", n=HEARTBEAT)
+        net.flush()
+        if net.drop(kind(InstallSnapshot)):
+            break
+        net.deliver()
+    net.drop()
+    pr = n1.progress(nid("n3"))
+    assert pr is not None and pr.state is ProgressState.SNAPSHOT
+    return net, n1
+
+
+def snapshots_sent_within(net: Net, ticks: int) -> int:
+    """Tick n1 ``ticks`` times, the network delivering everything; count its InstallSnapshots."""
+    sent = 0
+    for _ in range(ticks):
+        net.tick("n1")
+        for _ in range(20):
+            sent += len(of_type(net.flush(), InstallSnapshot))
+            if not net.queue:
+                break
+            fill_snapshot_data(net, b"image-11")
+            net.deliver()
+    return sent
+
+
+@pytest.mark.parametrize(("reported", "resent"), [(True, 1), (False, 0)], ids=["reported", "not-reported"])
+def test_a_failed_snapshot_send_goes_back_to_probing_at_once(reported: bool, resent: int) -> None:  # §7
+    net, n1 = lost_snapshot_cluster()
+    if reported:  # the driver could not deliver it
+        n1.report_snapshot_failed(nid("n3"))
+        pr = n1.progress(nid("n3"))
+        assert pr is not None and pr.state is ProgressState.PROBE
+        assert drain(n1).messages == ()  # paused until the next heartbeat, not hammering the peer
+    # within one heartbeat interval: a new copy, which brings n3 up to date; not reported,
+    # the leader still waits for its last-resort timeout of ten election timeouts
+    assert snapshots_sent_within(net, HEARTBEAT) == resent
+    assert net["n3"].commit == (11 if reported else 1)
+
+
+def test_report_snapshot_failed_leaves_other_progress_alone() -> None:
+    net = catchup_cluster(20)
+    n1 = net["n1"]
+    transcript(net)
+    n1.report_snapshot_failed(nid("n3"))  # a stale report: n3 is replicating
+    n1.report_snapshot_failed(nid("n9"))  # not a member
+    pr = n1.progress(nid("n3"))
+    assert pr is not None and pr.state is ProgressState.REPLICATE

@@ -415,7 +415,7 @@ def test_follower_failure_recovery(cluster: Any) -> None:
 
 @pytest.mark.slow
 def test_snapshot_after_failure(cluster: Any) -> None:
-    c = cluster(3, node_args=("--snapshot-every", "50"))
+    c = cluster(3, node_args=("--snapshot-every", "50", "--snapshot-catchup-entries", "0"))
     f = others(c, c.leader())[0]
     with cluster.workload(c, clients=4, keys=3) as w, watch(c) as lw:
         write(c, w.history, ITEMS)

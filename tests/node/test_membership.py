@@ -1,8 +1,13 @@
 """Membership changes: a node started with --join becomes a voter with the
-data; DELETE /v1/members/{id} removes a member, the leader included."""
+data; DELETE /v1/members/{id} removes a member, the leader included; two
+learners never stand in for two lost voters."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+from node.raft import Member, Membership, NodeId
+from node.storage import SqliteStorage
 from tests.node.conftest import kv
 from tests.node.localcluster import LocalCluster, Node, wait_for
 
@@ -19,8 +24,8 @@ def metrics(node: Node) -> dict[str, float]:
 
 
 def test_a_node_started_with_join_becomes_a_voter_with_the_data(local_cluster) -> None:  # type: ignore[no-untyped-def]
-    # compacted early: the newcomer can only come through InstallSnapshot
-    c: LocalCluster = local_cluster(3, ["--snapshot-every", "20"])
+    # compacted early, no catch-up entries kept: the newcomer can only come through InstallSnapshot
+    c: LocalCluster = local_cluster(3, ["--snapshot-every", "20", "--snapshot-catchup-entries", "0"])
     data = {f"k{i}": f"v{i}" for i in range(30)}
     for k, v in data.items():
         assert c.put(k, v).status == 200
@@ -95,3 +100,40 @@ def test_remove_a_follower_then_the_leader_itself(local_cluster) -> None:  # typ
         wait_for(lambda i=i: c.nodes[i].status()["leader_id"] == new.id, 10, what=f"{i} to follow {new.id}")
     # the two of them are a majority of their configuration, not of the old one
     assert c.nodes[leader.id].request("PUT", kv("via-removed"), {"value": "z"}).status != 200
+
+
+def test_two_learners_do_not_replace_two_lost_voters(local_cluster) -> None:  # type: ignore[no-untyped-def]
+    # 3 voters + 2 healthy learners, bootstrapped that way in every data dir (a restart
+    # takes its membership from the data dir, not from --peers). With 2 voters killed,
+    # the leader and the learners are 3 of 5 members: counting learners in a quorum
+    # would commit writes and serve linearizable reads. Nothing may be.
+    c: LocalCluster = local_cluster(5, start=False)
+    voters, learners = ["n1", "n2", "n3"], ["n4", "n5"]
+    config = Membership.of([Member(NodeId(n.id), n.address, voter=n.id in voters) for n in c.nodes.values()])
+    for n in c.nodes.values():
+        n.data_dir.mkdir(parents=True)
+        s = SqliteStorage(n.data_dir / "raft.db")
+        s.bootstrap(n.id, "two-learners", config)
+        s.close()
+    c.start()
+    leader = c.leader(among=voters)
+    assert members(leader) == {"n1": True, "n2": True, "n3": True, "n4": False, "n5": False}
+    assert c.put("before", "1").status == 200
+    for name in learners:
+        wait_for(lambda name=name: c.nodes[name].stale("before").status == 200, 10, what=f"{name} to get the write")
+    for name in voters:
+        if name != leader.id:
+            c.kill(name)
+    # both at once, while it still leads (CheckQuorum gives it an election timeout)
+    with ThreadPoolExecutor(2) as pool:
+        read = pool.submit(leader.request, "GET", kv("before"), timeout=15)
+        write = pool.submit(leader.request, "PUT", kv("after"), {"value": "2"}, timeout=15)
+        read_r, write_r = read.result(), write.result()
+    # never 200: n1 + n4 + n5 is no majority of the voters n1..n3
+    assert read_r.status in (307, 503), read_r.body
+    assert write_r.status in (307, 503, 504), write_r.body
+    # CheckQuorum: the learners' answers do not keep it leading; they never lead either
+    wait_for(lambda: leader.status()["role"] != "leader", 5, what=f"{leader.id} to step down")
+    assert all(c.nodes[n].status()["role"] == "follower" for n in learners)
+    for name in [leader.id, *learners]:
+        assert c.nodes[name].stale("after").status == 404

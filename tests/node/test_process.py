@@ -48,6 +48,7 @@ def base(tmp_path: Path, node_id: str = "n1", port: int | None = None) -> list[s
     pytest.param(["--election-timeout-ms", "soon"], id="election-not-a-number"),
     pytest.param(["--heartbeat-ms", "400"], id="heartbeat-over-election"),
     pytest.param(["--snapshot-every", "-1"], id="snapshot-negative"),
+    pytest.param(["--snapshot-catchup-entries", "-1"], id="snapshot-catchup-negative"),
     pytest.param(["--secret-file", "/nonexistent/secret"], id="secret-file-missing"),
 ])
 def test_a_bad_flag_exits_2_with_one_line(tmp_path: Path, args: list[str]) -> None:

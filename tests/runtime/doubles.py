@@ -168,9 +168,9 @@ class HeldStorage:
     async def capture(self) -> Image:
         return self.fsm.capture()
 
-    async def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+    async def save_snapshot(self, meta: SnapshotMeta, data: bytes, keep_from: int | None = None) -> None:
         await self.snapshot_gate.passing()
-        self.store.save_snapshot(meta, data)
+        self.store.save_snapshot(meta, data, keep_from)
 
     async def set_cluster_id(self, cluster_id: str) -> None:
         self.store.set_cluster_id(cluster_id)

@@ -23,6 +23,7 @@ CLASSIC = replace(SIM_TIMING, pre_vote=False, check_quorum=False)
 PRE_VOTE_ONLY = replace(SIM_TIMING, check_quorum=False)
 CHECK_QUORUM_ONLY = replace(SIM_TIMING, pre_vote=False)
 ONE_ENTRY_PER_APPEND = replace(SIM_TIMING, max_append_bytes=1)
+CATCHUP = replace(SIM_TIMING, snapshot_catchup_entries=12)  # compaction keeps 12 entries below the snapshot
 
 ConfigFor = Callable[[int, NodeId], CoreConfig]  # (seed, node) -> its configuration
 
@@ -189,4 +190,8 @@ FAMILIES: dict[str, Family] = {
     # (e) like (c) with 3 voters, and a nemesis that hunts the leader: the Figure 8 detector
     "e": Family("e", seeds=300, voters=3, loss=0.15, duplicate=0.02, max_delay=6,
                 config=ONE_ENTRY_PER_APPEND, hunt=0.1),
+    # (f) like (a), compacting often but keeping catch-up entries: a follower a little behind
+    # gets AppendEntries from below the leader's snapshot, one further behind a snapshot
+    "f": Family("f", seeds=200, voters=5, spares=1, loss=0.05, duplicate=0.02, snapshot_every=20,
+                membership=True, config=CATCHUP),
 }

@@ -12,9 +12,13 @@ import weakref
 import pytest
 
 from node.raft import (
+    AppendEntries,
     AppendEntriesReply,
     CoreConfig,
     HardState,
+    InstallSnapshot,
+    Member,
+    Message,
     NodeId,
     RaftCore,
     Ready,
@@ -59,6 +63,11 @@ def test_leader_hunting_nemesis(seed: int) -> None:  # §5.4.2: leaders die with
     FAMILIES["e"].check(seed)
 
 
+@pytest.mark.parametrize("seed", seeds("f"))
+def test_snapshots_with_catch_up_entries(seed: int) -> None:  # §7 with etcd's catch-up entries
+    FAMILIES["f"].check(seed)
+
+
 # ------------------------------------------------------------------ the simulator did something
 
 SAMPLE = 12  # schedules per family
@@ -77,6 +86,26 @@ def test_family_exercises_the_cluster(name: str) -> None:
         assert any(s.snapshots for s in stats), f"{where}: no snapshot was taken"
     if family.membership:
         assert any(s.membership_changed for s in stats), f"{where}: the membership never changed"
+
+
+def test_catch_up_entries_and_snapshots_both_bring_followers_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Family f uses both ways: appends that start below the sender's snapshot (catch-up
+    entries), and InstallSnapshot for followers further behind."""
+    counts = {"catch-up appends": 0, "snapshots": 0}
+    real_send = Sim._send
+
+    def counting_send(self: Sim, m: Message) -> None:
+        src = self.nodes[m.src].core
+        if isinstance(m, InstallSnapshot):
+            counts["snapshots"] += 1
+        elif isinstance(m, AppendEntries) and m.entries and src is not None and m.prev_index < src.log.snapshot_index:
+            counts["catch-up appends"] += 1
+        real_send(self, m)
+
+    monkeypatch.setattr(Sim, "_send", counting_send)
+    for seed in range(SAMPLE):
+        FAMILIES["f"].run(seed)
+    assert all(counts.values()), counts
 
 
 # ------------------------------------------------------------------ targeted schedules
@@ -114,6 +143,45 @@ def test_partitioned_minority_never_commits(seed: int, config: CoreConfig) -> No
     assert old_core is not None
     if not config.check_quorum:  # the deposed leader went on accepting writes it can never commit
         assert old_core.role is Role.LEADER and old_core.last_index > old_core.commit, f"seed={seed}"
+    sim.settle()
+    sim.assert_no_acked_write_lost()
+    assert_same_state_machines(sim)
+
+
+@pytest.mark.parametrize("config", [SIM_TIMING, CLASSIC], ids=["check-quorum", "classic"])
+@pytest.mark.parametrize("seed", range(6))
+def test_two_learners_do_not_replace_two_lost_voters(seed: int, config: CoreConfig) -> None:  # §4.2.1
+    # 3 voters + 2 learners: with 2 voters down, the leader and both learners are 3 of 5
+    # members, so counting learners in any quorum (commit, ReadIndex, CheckQuorum, votes)
+    # would let writes commit or reads be served. Nothing may be.
+    sim = Sim(3, seed, spares=2, config=config)
+    leader = run_until_leader(sim)
+    for name in ("n4", "n5"):
+        core = core_of(sim, leader)
+        idx = core.propose_membership(core.membership.with_member(Member(NodeId(name), f"sim:{name}", voter=False)))
+        for _ in range(200):
+            sim.step()
+            if core_of(sim, leader).commit >= idx and core_of(sim, name).commit >= idx:
+                break
+        else:
+            raise AssertionError(f"seed={seed}: {name} was not added as a learner")
+    m = core_of(sim, leader).membership
+    assert (m.voters, m.ids - m.voters) == ({"n1", "n2", "n3"}, {"n4", "n5"}), f"seed={seed}"
+    for name in sorted(m.voters - {leader}):
+        sim.crash(name)
+    for _ in range(sim.max_delay + 1):  # what was already in flight lands
+        sim.step()
+    ceiling = max(core_of(sim, n).commit for n in (leader, "n4", "n5"))
+    reads, acked = sim.reads_served, len(sim.acked)
+    for _ in range(300):  # clients keep writing and reading at every live node
+        sim.step()
+        now = {n: core_of(sim, n).commit for n in (leader, "n4", "n5")}
+        assert max(now.values()) <= ceiling, f"seed={seed} round={sim.round}: committed {now} without a majority"
+    assert (sim.reads_served, len(sim.acked)) == (reads, acked), f"seed={seed}: served a read or acked a write"
+    if config.check_quorum:  # learners' heartbeat replies do not keep it leading
+        assert core_of(sim, leader).role is not Role.LEADER, f"seed={seed}: still leading with only learners"
+    else:  # it went on appending; the learners got the entries, which never commit
+        assert core_of(sim, "n4").last_index > ceiling, f"seed={seed}"
     sim.settle()
     sim.assert_no_acked_write_lost()
     assert_same_state_machines(sim)

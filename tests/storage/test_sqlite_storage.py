@@ -14,9 +14,11 @@ from node.raft import (
     EntryKind,
     HardState,
     Index,
+    InitialState,
     Member,
     Membership,
     NodeId,
+    RaftCore,
     Ready,
     Snapshot,
     SnapshotMeta,
@@ -226,3 +228,73 @@ def test_a_file_that_is_not_a_database_does_not_load(tmp_path: Path) -> None:
     path.write_bytes(b"garbage" * 1000)
     with pytest.raises((StorageError, sqlite3.DatabaseError)):
         reopen(path)
+
+
+def test_a_client_evicted_and_back_in_one_batch_keeps_its_session_row(db: Path) -> None:
+    # max_sessions=2: c3 evicts c1, then c1 comes back (evicting c2), all in ONE applied
+    # batch. The rows must be written in entry order, or the eviction's delete of c1
+    # wipes c1's new row and a restarted node re-applies c1's retry.
+    s = SqliteStorage(db)
+    fsm = KVStateMachine(max_sessions=2)
+    s.load(fsm)
+    batch = (
+        cmd(1, 1, "put", "a", value="1", client="c1", seq=1),
+        cmd(2, 1, "put", "b", value="1", client="c2", seq=1),
+        cmd(3, 1, "put", "c", value="1", client="c3", seq=1),  # evicts c1
+        cmd(4, 1, "put", "a", value="2", client="c1", seq=2),  # c1 is back; evicts c2
+    )
+    s.save(ready(HardState(Term(1), None, Index(4)), batch, committed=batch), fsm)
+    assert sorted(fsm.sessions) == ["c1", "c3"]
+    s.close()
+
+    s2 = SqliteStorage(db)
+    fsm2 = KVStateMachine(max_sessions=2)
+    s2.load(fsm2)
+    assert fsm2.sessions == fsm.sessions and fsm2.session_last == fsm.session_last
+    # c1 retries seq 2: the live node and the restarted one decide the same way (deduplicated)
+    retry = (cmd(5, 1, "put", "a", value="2", client="c1", seq=2),)
+    assert fsm.apply(None, retry) == [{"index": 4}]
+    assert s2.save(ready(HardState(Term(1), None, Index(5)), retry, committed=retry), fsm2) == [{"index": 4}]
+    assert fsm2.kv == fsm.kv == {"a": ("2", 4), "b": ("1", 2), "c": ("1", 3)}
+    s2.close()
+
+
+def test_save_snapshot_keeps_the_catch_up_entries(db: Path) -> None:
+    s, fsm, _ = reopen(db)
+    entries = tuple(cmd(i, 1 + i // 6, "put", f"k{i % 3}", value=str(i)) for i in range(1, 11))
+    s.save(ready(HardState(Term(2), None, Index(9)), entries, committed=entries[:9]), fsm)
+    meta = SnapshotMeta(Index(8), Term(2), MEMBERSHIP)
+    data = fsm.serialize()
+    s.save_snapshot(meta, data, keep_from=5)  # the anchor 5, then 6..8 below the snapshot, 9..10 above
+    rows = [r[0] for r in sqlite3.connect(db).execute("SELECT idx FROM log ORDER BY idx")]
+    assert rows == [5, 6, 7, 8, 9, 10]
+    s.close()
+    s2, fsm2, st = reopen(db)
+    assert st.snapshot == meta and st.entries == entries[4:] and st.applied == 9
+    assert fsm2.kv == fsm.kv and s2.snapshot() == Snapshot(meta, data)
+    core = RaftCore(NodeId("n1"), InitialState(st.hard_state, st.snapshot, st.entries, st.applied))
+    assert (core.log.start, core.log.first_index, core.log.snapshot_index, core.last_index) == (5, 6, 8, 10)
+    assert [core.log.term(i) for i in range(4, 11)] == [None, 1, 2, 2, 2, 2, 2]
+    assert core.log.slice(1, 10) == list(entries[5:])
+    # compacting again moves the start on; an installed snapshot replaces the whole log
+    s2.save_snapshot(SnapshotMeta(Index(9), Term(2), MEMBERSHIP), fsm2.serialize(), keep_from=7)
+    assert [r[0] for r in sqlite3.connect(db).execute("SELECT idx FROM log ORDER BY idx")] == [7, 8, 9, 10]
+    s2.close()
+    s3, _, st3 = reopen(db)
+    assert [e.index for e in st3.entries] == [7, 8, 9, 10] and st3.snapshot.index == 9
+    s3.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "DELETE FROM log WHERE idx >= 8",  # the kept entries no longer reach the snapshot at 8
+    "UPDATE log SET term = 9 WHERE idx = 8",  # the entry at the snapshot index has another term
+], ids=["ends-before-snapshot", "disagrees-with-snapshot"])
+def test_catch_up_entries_that_contradict_the_snapshot_do_not_load(db: Path, sql: str) -> None:
+    s, fsm, _ = reopen(db)
+    entries = tuple(cmd(i, 1, "put", "k", value=str(i)) for i in range(1, 9))
+    s.save(ready(HardState(Term(1), None, Index(8)), entries, committed=entries), fsm)
+    s.save_snapshot(SnapshotMeta(Index(8), Term(1), MEMBERSHIP), fsm.serialize(), keep_from=5)
+    s.close()
+    _damage(db, sql)
+    with pytest.raises(StorageError):
+        reopen(db)

@@ -4,6 +4,7 @@ serialize/restore, and determinism (the same entries give the same state)."""
 from __future__ import annotations
 
 import json
+import threading
 import zlib
 from typing import Any
 
@@ -103,6 +104,72 @@ def test_the_session_window_keeps_the_last_sequence_numbers() -> None:
     # a new one moves the window on
     assert apply1(fsm, log("put", "y", "c", n + 1, value="new")) == {"index": log.index}
     assert fsm.cached("c", oldest_kept) is None
+
+
+class _PreemptedAfterEachRead(dict):  # type: ignore[type-arg]
+    """A session dict that, on the reader's thread, hands control to the applier after
+    every read it answers: the thread switch the GIL may make between two bytecodes,
+    made certain. ``cached`` must give a consistent answer whatever happens there."""
+
+    def __init__(self, data: dict[int, Any], reader: int, preempt: Any) -> None:
+        super().__init__(data)
+        self.reader, self.preempt = reader, preempt
+
+    def _read(self, result: Any) -> Any:
+        if threading.get_ident() == self.reader:
+            self.preempt()
+        return result
+
+    def __contains__(self, key: object) -> bool:
+        return bool(self._read(super().__contains__(key)))
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._read(super().__getitem__(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._read(super().get(key, default))
+
+
+def test_cached_is_safe_while_the_storage_thread_trims_the_window() -> None:
+    # The node calls cached() on the event loop while the storage thread applies. Here an
+    # applier thread applies one command of client "c" (trimming the oldest seq of its
+    # window) every time the reader's session dict was read, i.e. in the middle of
+    # cached(). A test-then-index read ("seq in s" then "s[seq]") raised KeyError (a 500).
+    fsm, log = KVStateMachine(), Log()
+    fsm.apply(None, [log("put", "k", "c", seq, value=str(seq)) for seq in range(1, SESSION_WINDOW + 1)])
+    go, done, stop = threading.Semaphore(0), threading.Semaphore(0), threading.Event()
+
+    def applier() -> None:
+        seq = SESSION_WINDOW
+        while True:
+            go.acquire()
+            if stop.is_set():
+                return
+            seq += 1
+            try:  # an exception here fails the test (pytest reports unhandled thread exceptions)
+                fsm.apply(None, [log("put", "k", "c", seq, value=str(seq))])
+            finally:
+                done.release()
+
+    def preempt() -> None:
+        go.release()
+        assert done.acquire(timeout=10), "applier stuck"
+
+    t = threading.Thread(target=applier, name="storage")
+    t.start()
+    try:
+        fsm.sessions["c"] = _PreemptedAfterEachRead(fsm.sessions["c"], threading.get_ident(), preempt)
+        for _ in range(50):
+            oldest = min(dict.keys(fsm.sessions["c"]))
+            got = fsm.cached("c", oldest)  # the applier drops `oldest` during this call
+            assert got in ({"index": oldest}, None)
+    finally:
+        stop.set()
+        go.release()
+        t.join(timeout=10)
+    assert fsm.applied == SESSION_WINDOW + 50
+    fsm.sessions["c"] = dict(fsm.sessions["c"])  # no more preemption
+    assert fsm.cached("c", SESSION_WINDOW + 50) == {"index": SESSION_WINDOW + 50}
 
 
 def test_serialize_and_restore_round_trip() -> None:
