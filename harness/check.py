@@ -36,7 +36,7 @@ class CheckConfig:
     kinds: tuple[str, ...] = nemesis.KINDS
     seed: int = 0
     out: Path = Path("runs/check")
-    node_args: tuple[str, ...] = ("--snapshot-every", "2000")
+    node_args: tuple[str, ...] = ("--snapshot-every", "2000", "--snapshot-catchup-entries", "500")
     power: bool = False  # data dirs on powerfs disks (needed by the power nemesis)
 
 

@@ -191,7 +191,7 @@ def test_single_node_power_cuts_across_snapshots(cluster) -> None:  # type: igno
     import random
 
     rng = random.Random(7)
-    c = cluster(3, power=True, node_args=("--snapshot-every", "50"))
+    c = cluster(3, power=True, node_args=("--snapshot-every", "50", "--snapshot-catchup-entries", "20"))
     problems: list[str] = []
     with cluster.workload(c, clients=6, keys=4) as w:
         for _ in range(8):
