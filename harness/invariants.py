@@ -102,6 +102,8 @@ def check_acknowledged(history: History, logs: Mapping[str, NodeLog]) -> tuple[l
                 cmd = json.loads(e[2])
             except ValueError:
                 cmd = {}
+            if not isinstance(cmd, dict):  # a configuration (a JSON list) took the acknowledged index
+                cmd = {}
             want_op = {"write": "put", "cas": "cas", "delete": "delete"}[op.f]
             if cmd.get("op") != want_op or cmd.get("key") != op.key or (
                 op.f == "write" and cmd.get("value") != op.value
