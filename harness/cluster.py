@@ -100,7 +100,7 @@ class Cluster:
         self.disks: dict[str, PowerDisk] = {}
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         if self.power:
             if reason := powerfs.unavailable_reason():
                 raise ClusterError(reason)
@@ -126,7 +126,7 @@ class Cluster:
             raise
         return self
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self.start() if self.topo is None else self
 
     def __exit__(self, *exc: object) -> None:
@@ -559,7 +559,7 @@ class Cluster:
         os.replace(tmp, self.workdir / "state.json")
 
     @classmethod
-    def attach(cls, workdir: Path) -> "Cluster":
+    def attach(cls, workdir: Path) -> Cluster:
         """Re-open a running cluster from its state file (a CLI command from another shell)."""
         try:
             st = json.loads((Path(workdir) / "state.json").read_text())

@@ -270,7 +270,7 @@ class LocalCluster:
         return wait_for(lambda: (st := node.status())["last_applied"] >= target and st, timeout,
                         what=f"{node.id} to apply up to {target}")
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:

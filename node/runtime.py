@@ -71,7 +71,7 @@ from .transport import HttpTransport
 log = logging.getLogger("raftnet.runtime")
 
 
-def _quiet(fut: "asyncio.Future[Any]") -> None:
+def _quiet(fut: asyncio.Future[Any]) -> None:
     """Nobody awaits ``fut`` any more: retrieve its outcome so asyncio does not warn."""
     fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
@@ -294,7 +294,7 @@ class Runtime:
                 self._wait_applied(r.index, fut)
         self._release_applied()
 
-    def _resolve(self, committed: "tuple[Entry, ...]", results: list[Result | None]) -> None:
+    def _resolve(self, committed: tuple[Entry, ...], results: list[Result | None]) -> None:
         """Answer the waiters of applied entries: ours if the term matches, else never ours."""
         metrics.APPLIED.inc(len(committed))
         for e, r in zip(committed, results):
@@ -532,7 +532,7 @@ class Runtime:
         finally:
             self._reads.pop(ctx, None)
 
-    async def _within(self, fut: "asyncio.Future[Any]", err: RaftnetError) -> Any:
+    async def _within(self, fut: asyncio.Future[Any], err: RaftnetError) -> Any:
         """Await ``fut``; past the request timeout it fails with ``err`` (cheaper than wait_for)."""
         def expire() -> None:
             if not fut.done():
@@ -711,7 +711,7 @@ class Runtime:
                         if r.status == 409 and reply.get("error") == "member_exists":
                             raise JoinRefusedError(f"{addr} refuses to add us (member_exists): {reply.get('message')}")
                         log.info("join via %s: HTTP %d %s", addr, r.status, reply.get("message"))
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+                except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as e:
                     log.info("join via %s failed: %r", addr, e)
                     addr = target
                 await asyncio.sleep(0.2)

@@ -264,7 +264,7 @@ class SqliteStorage:
         # added after schema 1 shipped; a data dir from before gets it on its first open
         self.conn.execute("CREATE TABLE IF NOT EXISTS peers (id TEXT PRIMARY KEY, incarnation TEXT NOT NULL)")
 
-    def _tx(self) -> "_Transaction":
+    def _tx(self) -> _Transaction:
         return _Transaction(self.conn)
 
     def _meta(self) -> dict[str, str]:
@@ -369,7 +369,7 @@ class SqliteStorage:
                 self._set_meta(applied=str(fsm.applied))
         return results
 
-    def apply(self, committed: "tuple[Entry, ...]", fsm: StateMachine) -> list[Result | None]:
+    def apply(self, committed: tuple[Entry, ...], fsm: StateMachine) -> list[Result | None]:
         """Apply entries already durable in the log, without an fsync (see the module docstring)."""
         self._set_sync("NORMAL")
         with self._tx():

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from harness.checker import CheckResult, Result, check
-from harness.history import Event, History, OpType, Operation, parse_jepsen_log
+from harness.history import Event, History, Operation, OpType, parse_jepsen_log
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 LABELLED = sorted(HISTORIES.glob("*.jsonl"))

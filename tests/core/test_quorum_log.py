@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.raft import Entry, EntryKind, Index, NodeId, SnapshotMeta, Term
-from node.raft import quorum
+from node.raft import Entry, EntryKind, Index, NodeId, SnapshotMeta, Term, quorum
 from node.raft.log import RaftLog
 from node.raft.quorum import VoteResult
 

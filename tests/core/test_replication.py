@@ -19,8 +19,8 @@ from node.raft import (
     RaftCore,
     Role,
     Term,
+    quorum,
 )
-from node.raft import quorum
 
 from .helpers import (
     CFG,
@@ -346,7 +346,7 @@ def figure8_state_c() -> Net:
     # (c) S5 crashes; S1 restarts and is elected for term 4 (by S1, S2, S3) ...
     net.restart("n1")
     n1 = net["n1"]
-    while not (n1.role is Role.LEADER):
+    while n1.role is not Role.LEADER:
         tick_until(n1, lambda c: c.role is Role.CANDIDATE, limit=2 * ELECTION_MAX)
         net.flush("n1")
         net.deliver(to("n2", "n3"))

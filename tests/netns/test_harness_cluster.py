@@ -35,8 +35,8 @@ from harness import alloc, cleanup, firewall, netns, topology
 from harness.client import Client
 from harness.cluster import Cluster, ClusterError
 from harness.history import History, OpType
-from harness.process import node_processes
 from harness.local import wait_for
+from harness.process import node_processes
 from harness.workload import converge
 
 pytestmark = pytest.mark.netns
