@@ -292,7 +292,7 @@ def _search(
     raw.sort()
     # Identical info ops in call order: link each to its predecessor.
     last_same: dict[tuple[int, Any, Any], int] = {}
-    for _, r, i in raw:
+    for _, _order, i in raw:
         if not finite[i]:
             sig = (kind[i], arg_a[i], arg_b[i])
             after[i] = last_same.get(sig, -1)

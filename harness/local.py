@@ -42,7 +42,8 @@ def wait_for(pred: Callable[[], T], timeout: float = 10.0, interval: float = 0.0
         except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
             last_exc = e
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}"
+                       + (f" (last error: {last_exc!r})" if last_exc else ""))
 
 
 @dataclass

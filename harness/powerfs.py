@@ -434,7 +434,8 @@ def make_operations(model: Model, ready: str | None) -> Any:
             # st_ino must be set: with use_ino, an entry with inode 0 is one readdir(3) skips.
             with model.lock:
                 d = model.node(path, fh)
-                out = [(".", {"st_mode": d.mode, "st_ino": d.ino}, 0), ("..", {"st_mode": stat.S_IFDIR, "st_ino": ROOT}, 0)]
+                out = [(".", {"st_mode": d.mode, "st_ino": d.ino}, 0),
+                       ("..", {"st_mode": stat.S_IFDIR, "st_ino": ROOT}, 0)]
                 for name, ino in d.entries.items():
                     out.append((name, {"st_mode": model.inodes[ino].mode, "st_ino": ino}, 0))
                 return out

@@ -285,7 +285,8 @@ class Runtime:
             for idx in [i for i in self._waiters if i <= rd.snapshot.meta.index]:
                 w = self._waiters.pop(idx)
                 if not w.future.done():
-                    w.future.set_exception(IndeterminateError("outcome covered by a snapshot; retry with the same X-Request-Seq"))
+                    w.future.set_exception(
+                        IndeterminateError("outcome covered by a snapshot; retry with the same X-Request-Seq"))
             for m in rd.snapshot.meta.membership.members:
                 self._known_addresses[m.id] = m.address
         for r in rd.reads:
@@ -297,7 +298,7 @@ class Runtime:
     def _resolve(self, committed: tuple[Entry, ...], results: list[Result | None]) -> None:
         """Answer the waiters of applied entries: ours if the term matches, else never ours."""
         metrics.APPLIED.inc(len(committed))
-        for e, r in zip(committed, results):
+        for e, r in zip(committed, results, strict=True):  # one result per entry
             w = self._waiters.pop(e.index, None)
             if w is None or w.future.done():
                 continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -25,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.local import LocalCluster, request, wait_for  # noqa: E402
+from harness.local import LocalCluster, Node, request, wait_for  # noqa: E402
 
 PUT_LUA = """
 local n = 0
@@ -122,6 +123,10 @@ def load(wrk: str | None, address: str, method: str, conns: int, seconds: int) -
     return asyncio.run(_py_load(address, method, conns, seconds))
 
 
+def caught_up(node: Node, ref: Node) -> bool:
+    return bool(node.status()["last_applied"] >= ref.status()["commit_index"])
+
+
 def failover(cluster: LocalCluster, reps: int) -> list[float]:
     times = []
     for rep in range(reps):
@@ -145,8 +150,7 @@ def failover(cluster: LocalCluster, reps: int) -> list[float]:
             raise RuntimeError("no write committed within 30 s of the leader's death")
         times.append(done)
         cluster.start(leader.id)
-        wait_for(lambda: leader.status()["last_applied"] >= survivors[0].status()["commit_index"], 30,
-                 what="restarted node caught up")
+        wait_for(functools.partial(caught_up, leader, survivors[0]), 30, what="restarted node caught up")
         print(f"  failover {rep + 1}/{reps}: {done * 1000:.0f} ms", flush=True)
     return times
 
@@ -192,7 +196,8 @@ def main() -> int:
         if wrk else "python asyncio+aiohttp (wrk not found; figures are bounded by the generator)"
     print(f"load generator: {generator}")
     results: dict[str, object] = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "cluster": "3 nodes on 127.0.0.1, SQLite WAL synchronous=FULL, default timeouts (50 ms / 300:600 ms)",
         "load_generator": generator, "value_bytes": 86, "writes": {}, "reads": {},
     }
@@ -202,12 +207,12 @@ def main() -> int:
         for conns in (1, 16, 64):
             r = load(wrk, leader.address, "PUT", conns, a.seconds)
             results["writes"][str(conns)] = r  # type: ignore[index]
-            print(f"  writes, {conns:>2} clients: {r['ops_per_s']:8.0f}/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
-                  f"  non-2xx {r['non_2xx']}", flush=True)
+            print(f"  writes, {conns:>2} clients: {r['ops_per_s']:8.0f}/s  p50 {r['p50_ms']:.2f} ms"
+                  f"  p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}", flush=True)
         r = load(wrk, leader.address, "GET", 64, a.seconds)
         results["reads"]["64"] = r  # type: ignore[index]
-        print(f"  linearizable reads, 64 clients: {r['ops_per_s']:8.0f}/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
-              f"  non-2xx {r['non_2xx']}", flush=True)
+        print(f"  linearizable reads, 64 clients: {r['ops_per_s']:8.0f}/s  p50 {r['p50_ms']:.2f} ms"
+              f"  p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}", flush=True)
         iso, refused = isolated_leader(cluster, 5)
         print(f"  isolated leader: last linearizable read served {max(iso) * 1000:.0f} ms after isolation; "
               f"first refusal (stepped down) after {', '.join(f'{t * 1000:.0f}' for t in refused)} ms "
@@ -226,9 +231,11 @@ def main() -> int:
     w = results["writes"]  # type: ignore[assignment]
     print("\n| metric | value |\n|---|---|")
     for c in ("1", "16", "64"):
-        print(f"| writes/s, {c} clients (p50 / p99 ms) | {w[c]['ops_per_s']:.0f} ({w[c]['p50_ms']:.2f} / {w[c]['p99_ms']:.2f}) |")
+        print(f"| writes/s, {c} clients (p50 / p99 ms) | {w[c]['ops_per_s']:.0f}"
+              f" ({w[c]['p50_ms']:.2f} / {w[c]['p99_ms']:.2f}) |")
     rd = results["reads"]["64"]  # type: ignore[index]
-    print(f"| linearizable reads/s, 64 clients (p50 / p99 ms) | {rd['ops_per_s']:.0f} ({rd['p50_ms']:.2f} / {rd['p99_ms']:.2f}) |")
+    print(f"| linearizable reads/s, 64 clients (p50 / p99 ms) | {rd['ops_per_s']:.0f}"
+          f" ({rd['p50_ms']:.2f} / {rd['p99_ms']:.2f}) |")
     f = results["failover_ms"]
     print(f"| failover kill -> first committed write, ms (min / median / max of {len(times)}) | "
           f"{f['min']} / {f['median']} / {f['max']} |")  # type: ignore[index]

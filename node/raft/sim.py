@@ -109,7 +109,8 @@ class Sim:
         self.nodes: dict[NodeId, SimNode] = {}
         for i in ids:
             boot = initial if i in initial.ids else Membership()
-            disk = Disk(HardState(Term(0), None, Index(0)), SnapshotMeta(Index(0), Term(0), boot), b"[]", [], Index(0), [])
+            disk = Disk(HardState(Term(0), None, Index(0)), SnapshotMeta(Index(0), Term(0), boot), b"[]", [],
+                        Index(0), [])
             self.nodes[i] = SimNode(i, disk)
             self._start(i)
         self.net: list[tuple[int, int, Message]] = []

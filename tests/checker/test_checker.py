@@ -422,7 +422,8 @@ def simulate(
                 state[key] = p["value"][1]
     timeline: list[tuple[float, int, int, Event]] = []
     for p in planned:
-        timeline.append((p["call"], 1, p["i"], Event(p["process"], OpType.INVOKE, p["f"], p["key"], p["value"], p["call"])))
+        invoke = Event(p["process"], OpType.INVOKE, p["f"], p["key"], p["value"], p["call"])
+        timeline.append((p["call"], 1, p["i"], invoke))
         if p["silent"]:
             continue
         kind = {"ok": OpType.OK, "fail": OpType.FAIL, "info": OpType.INFO}[p["status"]]

@@ -78,7 +78,8 @@ M = membership(("n1", "n2", "n3"))
 
 
 def raft_log(*terms: int, snapshot_index: int = 0, snapshot_term: int = 0) -> RaftLog:
-    return RaftLog(SnapshotMeta(Index(snapshot_index), Term(snapshot_term), M), log_of(*terms, start=snapshot_index + 1))
+    meta = SnapshotMeta(Index(snapshot_index), Term(snapshot_term), M)
+    return RaftLog(meta, log_of(*terms, start=snapshot_index + 1))
 
 
 def test_term_lookup_around_the_snapshot() -> None:

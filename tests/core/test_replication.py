@@ -473,7 +473,7 @@ def test_many_proposals_between_two_readies_make_one_ready() -> None:  # batchin
 def test_batch_larger_than_max_append_bytes_is_split() -> None:  # batching
     net = leader_cluster(config=replace(CFG, max_append_bytes=1000))
     n1 = net["n1"]
-    for i in range(100):
+    for _ in range(100):
         n1.propose("x" * 68)  # 100 bytes each with the entry overhead
     appends = of_type(drain(n1).messages, AppendEntries)
     per_peer = [m for m in appends if m.dst == "n2"]

@@ -119,10 +119,12 @@ def gone(pid: int) -> bool:
 def root_rules_mention(slot: int, backend: firewall.Backend | None) -> bool:
     """Whether the root namespace's packet filter holds anything of ``slot`` (it never should)."""
     if backend is firewall.Backend.NFT:
-        r = subprocess.run([firewall._which("nft") or "nft", "list", "tables"], capture_output=True, text=True, timeout=30)
+        r = subprocess.run([firewall._which("nft") or "nft", "list", "tables"],
+                           capture_output=True, text=True, timeout=30)
         return topology.nft_table(slot) in r.stdout.split()
     if backend is firewall.Backend.IPTABLES:
-        r = subprocess.run([firewall._which("iptables-save") or "iptables-save", "-t", "filter"], capture_output=True, text=True, timeout=30)
+        r = subprocess.run([firewall._which("iptables-save") or "iptables-save", "-t", "filter"],
+                           capture_output=True, text=True, timeout=30)
         return any(ch in r.stdout for ch in topology.iptables_chains(slot))
     return False
 

@@ -16,6 +16,7 @@ runs on a 2-core machine next to other tests.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import os
 import time
@@ -54,7 +55,8 @@ def perf_dir(test_name: str) -> Path:
 
 
 def is_ok_write(o: Operation) -> bool:
-    return o.status == "ok" and o.ret is not None and (o.f in ("write", "delete") or (o.f == "cas" and o.output is True))
+    return (o.status == "ok" and o.ret is not None
+            and (o.f in ("write", "delete") or (o.f == "cas" and o.output is True)))
 
 
 @dataclass
@@ -76,7 +78,7 @@ def unavailability(ops: Sequence[Operation], fault: float, heal: float) -> tuple
     time) among the gaps that overlap [fault, heal]: (seconds, from, to)."""
     done = sorted(o.ret for o in ops if is_ok_write(o))  # type: ignore[misc]
     best = (0.0, fault, fault)
-    for a, b in zip(done, done[1:]):
+    for a, b in itertools.pairwise(done):
         if b >= fault and a <= heal and b - a > best[0]:
             best = (b - a, a, b)
     return best

@@ -74,7 +74,7 @@ def run_ops(c: Cluster, h: History, node: str, calls: Sequence[tuple[str, str, s
 def write(c: Cluster, h: History, items: dict[str, str], node: str | None = None, timeout: float = 30.0) -> None:
     """Write every item (recorded); a write that fails is tried again until acknowledged."""
     for k, v in items.items():
-        wait_for(lambda: run_ops(c, h, node or c.leader(timeout=15), [("write", k, v)])[0].type is OpType.OK,
+        wait_for(lambda k=k, v=v: run_ops(c, h, node or c.leader(timeout=15), [("write", k, v)])[0].type is OpType.OK,
                  timeout, interval=0.1, what=f"write {k}={v} acknowledged")
 
 
@@ -83,7 +83,7 @@ def read(c: Cluster, h: History, node: str, keys: Sequence[str], timeout: float 
 
     def once() -> dict[str, Any] | None:
         outs = run_ops(c, h, node, [("read", k, None) for k in keys])
-        return {k: o.value for k, o in zip(keys, outs)} if all(o.type is OpType.OK for o in outs) else None
+        return {k: o.value for k, o in zip(keys, outs, strict=True)} if all(o.type is OpType.OK for o in outs) else None
 
     return wait_for(once, timeout, interval=0.1, what=f"reads of {list(keys)} through {node}")
 
@@ -443,7 +443,7 @@ def test_rapid_leader_changes(cluster: Any) -> None:
             c.kill(leaders[-1])
             leaders.append(c.leader(among=others(c, leaders[-1]), timeout=15))
             c.restart(leaders[-2])
-        assert all(a != b for a, b in zip(leaders, leaders[1:])), leaders
+        assert all(a != b for a, b in itertools.pairwise(leaders)), leaders
         agreed(c)  # stabilises
         w.wait_ops(30)
     v = verify(c, w.history, w.keys, lw.samples)

@@ -132,8 +132,8 @@ def test_key_of_1024_bytes_is_accepted_and_1025_bytes_is_400(shared_cluster: Loc
     leader = c.leader()
     for key in (tag + "k" * (1025 - len(tag)), tag + "é" * ((1024 - len(tag)) // 2) + "k"):
         assert len(key.encode()) == 1025
-        for method, path, body in (("PUT", kv(key), {"value": "x"}), ("GET", kv(key), None),
-                                   ("DELETE", kv(key), None), ("POST", kv(key) + "/cas", {"expect": None, "value": "x"})):
+        for method, path, body in (("PUT", kv(key), {"value": "x"}), ("GET", kv(key), None), ("DELETE", kv(key), None),
+                                   ("POST", kv(key) + "/cas", {"expect": None, "value": "x"})):
             assert_error(leader.request(method, path, body), 400, "bad_request")
 
 
@@ -177,7 +177,8 @@ def test_members_lists_the_configuration_on_every_node(shared_cluster: LocalClus
         assert sorted(r.body["members"], key=lambda m: m["id"]) == expected
 
 
-SAMPLE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"]*\"(,[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"]*\")*\})?"
+SAMPLE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*"
+                    r"(\{[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"]*\"(,[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"]*\")*\})?"
                     r" (-?[0-9.]+([eE][-+]?[0-9]+)?|[-+]Inf|NaN)( -?[0-9]+)?$")
 
 

@@ -160,6 +160,6 @@ def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "harness.powerfs", "--store", str(tmp_path / "s"),
                         str(tmp_path / "missing")], check=False, capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    r = subprocess.run([sys.executable, "-m", "harness.powerfs", str(tmp_path)], check=False, capture_output=True, text=True,
-                       timeout=30)
+    r = subprocess.run([sys.executable, "-m", "harness.powerfs", str(tmp_path)], check=False, capture_output=True,
+                       text=True, timeout=30)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--store" in r.stderr, r.stderr
