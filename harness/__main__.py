@@ -125,10 +125,10 @@ def _rootless(a: argparse.Namespace, argv: list[str]) -> int | None:
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         from .local import wait_for
 
-        pid = int(wait_for(lambda: ready.exists() and ready.read_text(), 10, what="the namespace holder"))
-        code = subprocess.call(userns.enter(pid, me), env={**os.environ, "RAFTNET_HOLDER_PID": str(pid)})
+        holder = int(wait_for(lambda: ready.read_text() if ready.exists() else None, 10, what="the namespace holder"))
+        code = subprocess.call(userns.enter(holder, me), env={**os.environ, "RAFTNET_HOLDER_PID": str(holder)})
         if code != 0:
-            os.kill(pid, 15)
+            os.kill(holder, 15)
         return code
     pid = _holder_pid(a.name)
     if pid is None:

@@ -256,8 +256,7 @@ class Cluster:
         pool = list(among) if among is not None else None
 
         def find() -> str | None:
-            sts = {n: self.status(n) for n in (pool or self.nodes) if self._reachable(n)}
-            sts = {n: s for n, s in sts.items() if s}
+            sts = {n: s for n in (pool or self.nodes) if self._reachable(n) and (s := self.status(n))}
             leaders = [(s["term"], n) for n, s in sts.items() if s["role"] == "leader"]
             if not leaders:
                 return None
@@ -317,7 +316,7 @@ class Cluster:
 
     def _apply_rules(self) -> None:
         assert self.topo is not None
-        firewall.apply(self.topo, {topology.NodeId(k): v for k, v in self.grudge.items()},
+        firewall.apply(self.topo, {topology.NodeId(k): {topology.NodeId(s) for s in v} for k, v in self.grudge.items()},
                        {topology.NodeId(k): v for k, v in self.loss_pct.items()}, self.backend)
         self.save()
 

@@ -31,7 +31,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(pred: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> T:
+def wait_for(pred: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02,
+             what: str = "condition") -> T:
+    """``pred()``'s first truthy value, polled every ``interval`` s; TimeoutError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
     while time.monotonic() < deadline:
@@ -97,7 +99,7 @@ class Node:
         r = self.request("GET", "/v1/status", timeout=5)
         if r.status != 200:
             raise ValueError(f"{self.id}: GET /v1/status answered {r.status} {r.body}")
-        return r.body  # type: ignore[no-any-return]
+        return r.body
 
     def stale(self, key: str) -> Response:
         return self.request("GET", f"/v1/kv/{key}?stale=true")

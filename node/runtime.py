@@ -493,7 +493,7 @@ class Runtime:
         """Propose a command and wait until it is committed and applied."""
         self._check_serving()
         client, seq = cmd.get("client"), cmd.get("seq")
-        if client is not None:
+        if client is not None and seq is not None:  # the server sets both or neither
             cached = self.fsm.cached(client, seq)
             if cached is not None:
                 return cached

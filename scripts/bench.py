@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -63,7 +64,7 @@ def _ms(text: str) -> float:
     return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 
 
-def run_wrk(wrk: str, address: str, lua: str, conns: int, seconds: int) -> dict[str, float]:
+def run_wrk(wrk: str, address: str, lua: str, conns: int, seconds: int) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(lua)
         script = f.name
@@ -84,7 +85,7 @@ def run_wrk(wrk: str, address: str, lua: str, conns: int, seconds: int) -> dict[
             "socket_errors": socket_errors.group(0) if socket_errors else ""}
 
 
-async def _py_load(address: str, method: str, conns: int, seconds: int) -> dict[str, float]:
+async def _py_load(address: str, method: str, conns: int, seconds: int) -> dict[str, Any]:
     import aiohttp
 
     lat: list[float] = []
@@ -117,7 +118,7 @@ async def _py_load(address: str, method: str, conns: int, seconds: int) -> dict[
             "p99_ms": lat[int(len(lat) * 0.99)] * 1000, "non_2xx": bad, "socket_errors": ""}
 
 
-def load(wrk: str | None, address: str, method: str, conns: int, seconds: int) -> dict[str, float]:
+def load(wrk: str | None, address: str, method: str, conns: int, seconds: int) -> dict[str, Any]:
     if wrk:
         return run_wrk(wrk, address, PUT_LUA if method == "PUT" else GET_LUA, conns, seconds)
     return asyncio.run(_py_load(address, method, conns, seconds))
@@ -195,7 +196,7 @@ def main() -> int:
     generator = "wrk " + subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.split()[1] \
         if wrk else "python asyncio+aiohttp (wrk not found; figures are bounded by the generator)"
     print(f"load generator: {generator}")
-    results: dict[str, object] = {
+    results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "cluster": "3 nodes on 127.0.0.1, SQLite WAL synchronous=FULL, default timeouts (50 ms / 300:600 ms)",
@@ -206,11 +207,11 @@ def main() -> int:
         leader = cluster.leader(15)
         for conns in (1, 16, 64):
             r = load(wrk, leader.address, "PUT", conns, a.seconds)
-            results["writes"][str(conns)] = r  # type: ignore[index]
+            results["writes"][str(conns)] = r
             print(f"  writes, {conns:>2} clients: {r['ops_per_s']:8.0f}/s  p50 {r['p50_ms']:.2f} ms"
                   f"  p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}", flush=True)
         r = load(wrk, leader.address, "GET", 64, a.seconds)
-        results["reads"]["64"] = r  # type: ignore[index]
+        results["reads"]["64"] = r
         print(f"  linearizable reads, 64 clients: {r['ops_per_s']:8.0f}/s  p50 {r['p50_ms']:.2f} ms"
               f"  p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}", flush=True)
         iso, refused = isolated_leader(cluster, 5)
@@ -228,20 +229,20 @@ def main() -> int:
     path = a.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2))
     (a.out / "latest.json").write_text(json.dumps(results, indent=2))
-    w = results["writes"]  # type: ignore[assignment]
+    w = results["writes"]
     print("\n| metric | value |\n|---|---|")
     for c in ("1", "16", "64"):
         print(f"| writes/s, {c} clients (p50 / p99 ms) | {w[c]['ops_per_s']:.0f}"
               f" ({w[c]['p50_ms']:.2f} / {w[c]['p99_ms']:.2f}) |")
-    rd = results["reads"]["64"]  # type: ignore[index]
+    rd = results["reads"]["64"]
     print(f"| linearizable reads/s, 64 clients (p50 / p99 ms) | {rd['ops_per_s']:.0f}"
           f" ({rd['p50_ms']:.2f} / {rd['p99_ms']:.2f}) |")
     f = results["failover_ms"]
     print(f"| failover kill -> first committed write, ms (min / median / max of {len(times)}) | "
-          f"{f['min']} / {f['median']} / {f['max']} |")  # type: ignore[index]
+          f"{f['min']} / {f['median']} / {f['max']} |")
     iso_ms, down_ms = results["isolated_leader_last_read_ms"], results["isolated_leader_step_down_ms"]
     print(f"| isolated leader: last linearizable read served / first refusal after isolation, ms (max of "
-          f"{len(iso)}) | {iso_ms['max']} / {down_ms['max']} |")  # type: ignore[index]
+          f"{len(iso)}) | {iso_ms['max']} / {down_ms['max']} |")
     print(f"\nJSON: {path}")
     return 0
 

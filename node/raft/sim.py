@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from .core import CoreConfig, InitialState, RaftCore, Ready
@@ -143,7 +144,7 @@ class Sim:
         if not self.nodes[nid].alive:
             self._start(nid)
 
-    def partition(self, *groups: list[str]) -> None:
+    def partition(self, *groups: Iterable[str]) -> None:
         where = {n: gi for gi, g in enumerate(groups) for n in g}
         self.blocked = {
             (a, b) for a in self.nodes for b in self.nodes if a != b and where.get(a, -1) != where.get(b, -2)
