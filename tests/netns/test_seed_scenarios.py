@@ -22,6 +22,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -73,9 +74,12 @@ def run_ops(c: Cluster, h: History, node: str, calls: Sequence[tuple[str, str, s
 
 def write(c: Cluster, h: History, items: dict[str, str], node: str | None = None, timeout: float = 30.0) -> None:
     """Write every item (recorded); a write that fails is tried again until acknowledged."""
+
+    def acknowledged(k: str, v: str) -> bool:
+        return run_ops(c, h, node or c.leader(timeout=15), [("write", k, v)])[0].type is OpType.OK
+
     for k, v in items.items():
-        wait_for(lambda k=k, v=v: run_ops(c, h, node or c.leader(timeout=15), [("write", k, v)])[0].type is OpType.OK,
-                 timeout, interval=0.1, what=f"write {k}={v} acknowledged")
+        wait_for(partial(acknowledged, k, v), timeout, interval=0.1, what=f"write {k}={v} acknowledged")
 
 
 def read(c: Cluster, h: History, node: str, keys: Sequence[str], timeout: float = 30.0) -> dict[str, Any]:
