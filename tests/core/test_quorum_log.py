@@ -68,8 +68,9 @@ def test_vote_result(voters: frozenset[NodeId], votes: dict[str, bool], expected
 
 def test_majority_and_has_quorum() -> None:
     assert [quorum.majority(n) for n in range(1, 7)] == [1, 2, 2, 3, 3, 4]
-    assert quorum.has_quorum(V3, {"a", "b"}) and not quorum.has_quorum(V3, {"a", "x"})
-    assert not quorum.has_quorum(frozenset(), {"a"})
+    a, b, x = NodeId("a"), NodeId("b"), NodeId("x")
+    assert quorum.has_quorum(V3, {a, b}) and not quorum.has_quorum(V3, {a, x})
+    assert not quorum.has_quorum(frozenset(), {a})
 
 
 # ------------------------------------------------------------------ RaftLog

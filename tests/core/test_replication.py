@@ -498,7 +498,7 @@ def test_pipelining_is_bounded_by_max_inflight() -> None:  # flow control
     for i in range(10):
         n1.propose(f"v{i}")
     net.flush("n1")
-    to_n2 = net.pending(both(to("n2"), kind(AppendEntries)))
+    to_n2 = of_type(net.pending(both(to("n2"), kind(AppendEntries))), AppendEntries)
     assert [[e.index for e in m.entries] for m in to_n2] == [[2], [3], [4], [5]]  # 4 beyond match 1
     # one acknowledgement opens the window by one
     first = to_n2[0]
