@@ -13,7 +13,7 @@ import http.client
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import psutil
@@ -25,10 +25,10 @@ from harness.history import History, OpType
 from harness.invariants import LeaderWatch, gather_logs
 from harness.local import request, wait_for
 from harness.workload import Workload, verify
+from tests.netns.conftest import Lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-Lab = Callable[..., Cluster]
 
 
 # -- helpers ------------------------------------------------------------------------------------

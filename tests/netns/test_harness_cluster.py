@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,10 @@ from harness.history import History, OpType
 from harness.local import wait_for
 from harness.process import node_processes
 from harness.workload import converge
+from tests.netns.conftest import Lab
 
 pytestmark = pytest.mark.netns
 
-Lab = Callable[..., Cluster]
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = r"""
@@ -88,7 +89,7 @@ def assert_matrix(c: Cluster, can: Callable[[str, str], bool]) -> None:
 def control_path_up(c: Cluster) -> None:
     """The harness reaches every node (HTTP through the root-side link)."""
     for n in c.nodes:
-        assert wait_for(lambda n=n: c.status(n, timeout=PASS_TIMEOUT), 30, what=f"control path to {n}")
+        assert wait_for(partial(c.status, n, timeout=PASS_TIMEOUT), 30, what=f"control path to {n}")
 
 
 def st(c: Cluster, node: str) -> dict[str, Any]:

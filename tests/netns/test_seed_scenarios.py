@@ -117,6 +117,7 @@ def refused(c: Cluster, h: History, node: str, key: str, timeout: float = 30.0) 
 
 def resend(c: Cluster, node: str, cmd: dict[str, Any]) -> Response:
     """Send a logged command again, with its X-Client-Id / X-Request-Seq."""
+    body: dict[str, Any] | None
     path, method, body = f"/v1/kv/{cmd['key']}", "PUT", {"value": cmd.get("value")}
     if cmd["op"] == "delete":
         method, body = "DELETE", None
@@ -136,8 +137,8 @@ def agreed(c: Cluster, timeout: float = 30.0) -> str:
     """Wait until every node answers with one term and one leader, which alone leads; return it."""
 
     def one() -> str | None:
-        sts = [c.status(n) for n in c.nodes]
-        if not all(sts) or len({(s["term"], s["leader_id"]) for s in sts}) != 1:
+        sts = [s for n in c.nodes if (s := c.status(n))]
+        if len(sts) != len(c.nodes) or len({(s["term"], s["leader_id"]) for s in sts}) != 1:
             return None
         leaders = [s["id"] for s in sts if s["role"] == "leader"]
         return leaders[0] if leaders == [sts[0]["leader_id"]] else None
@@ -147,7 +148,10 @@ def agreed(c: Cluster, timeout: float = 30.0) -> str:
 
 def caught_up(c: Cluster, node: str, timeout: float = 30.0) -> None:
     """Wait until ``node`` applied what the leader had committed when asked."""
-    target = c.status(c.leader(timeout=15))["commit_index"]
+    leader = c.leader(timeout=15)
+    status = c.status(leader)
+    assert status is not None, f"{leader} leads but did not answer"
+    target = status["commit_index"]
     wait_for(lambda: (c.status(node) or {}).get("last_applied", -1) >= target, timeout, interval=0.1,
              what=f"{node} to apply up to {target}")
 
