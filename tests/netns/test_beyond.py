@@ -287,7 +287,8 @@ def test_membership_change_during_partition(cluster: Lab) -> None:
         c.partition(minority, majority)
         wait_for(lambda: all((s := c.status(n)) and s["leader_id"] is None for n in minority), 30,
                  what="the minority to lose its leader")
-        gone_ns = c.topo.netns(gone)  # type: ignore[union-attr]
+        assert c.topo is not None
+        gone_ns = c.topo.netns(gone)
         gone_pid = c.procs[gone].pid
         c.remove(gone)
         added = c.add()
