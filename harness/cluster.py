@@ -456,7 +456,9 @@ class Cluster:
 
         def voter() -> bool:
             st = self.status(self.leader(timeout=5.0))
-            return bool(st) and any(m["id"] == node and m["voter"] for m in st["members"])  # type: ignore[index]
+            if not st:
+                return False
+            return any(m["id"] == node and m["voter"] for m in st["members"])
 
         wait_for(voter, 60, interval=0.1, what=f"{node} to become a voter")
         self._close_open(lambda f: f.key.startswith("member:"))  # a removal's window ends here

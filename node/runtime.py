@@ -617,8 +617,9 @@ class Runtime:
             await self.storage.record_peer(node_id, incarnation, True)
 
             def add(m: Membership) -> Membership:
-                if m.get(node_id) is not None:
-                    return m.with_member(m.get(node_id))  # type: ignore[arg-type]
+                known = m.get(node_id)
+                if known is not None:
+                    return m.with_member(known)
                 return m.with_member(Member(NodeId(node_id), address, voter=False, incarnation=incarnation))
 
             await self._retry_change(add, deadline)

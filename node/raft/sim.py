@@ -292,11 +292,11 @@ class Sim:
 
     # ------------------------------------------------------------- actors
     def leader(self) -> SimNode | None:
-        best = None
+        best: SimNode | None = None
+        best_term = -1  # below every term
         for n in self.nodes.values():
-            if n.core is not None and n.core.role is Role.LEADER:
-                if best is None or n.core.term > best.core.term:  # type: ignore[union-attr]
-                    best = n
+            if n.core is not None and n.core.role is Role.LEADER and n.core.term > best_term:
+                best, best_term = n, n.core.term
         return best
 
     def _clients(self) -> None:
@@ -376,6 +376,7 @@ class Sim:
                 if known != n.id:
                     self.fail(f"election safety: {known} and {n.id} both lead term {c.term}")
                 if getattr(c, "_sim_checked_term", None) != c.term:
+                    # the simulator's mark on this core object (a restarted node's new core is checked again)
                     c._sim_checked_term = c.term  # type: ignore[attr-defined]
                     self._check_completeness(n)
         if self.round % 25 == 0:
