@@ -5,10 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help setup sysdeps test test-partitions test-fast bench demo clean-runs clean
+.PHONY: help setup sysdeps check test test-partitions test-fast bench demo clean-runs clean
 
 help:
 	@echo "make demo              set up, then run the main job (sudo for the namespace run)"
+	@echo "make check             lint (ruff) and types (mypy); CI runs it before the tests"
 	@echo "make test              the whole suite (as root it includes the namespace tests)"
 	@echo "make test-partitions   only the namespace scenarios (needs root or user namespaces)"
 	@echo "make bench             throughput, latency and failover figures (JSON in bench-results/)"
@@ -16,13 +17,17 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "make: cannot create a venv; install python3-venv" >&2; exit 2; }
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'
 	@touch $(STAMP)
 
 sysdeps:
 	@sh scripts/install-sysdeps.sh
 
 setup: $(STAMP) sysdeps
+
+check: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: setup
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)

@@ -16,7 +16,10 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 PROG = "raftnet"
 
@@ -125,10 +128,10 @@ def _rootless(a: argparse.Namespace, argv: list[str]) -> int | None:
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         from .local import wait_for
 
-        pid = int(wait_for(lambda: ready.exists() and ready.read_text(), 10, what="the namespace holder"))
-        code = subprocess.call(userns.enter(pid, me), env={**os.environ, "RAFTNET_HOLDER_PID": str(pid)})
+        holder = int(wait_for(lambda: ready.read_text() if ready.exists() else None, 10, what="the namespace holder"))
+        code = subprocess.call(userns.enter(holder, me), env={**os.environ, "RAFTNET_HOLDER_PID": str(holder)})
         if code != 0:
-            os.kill(pid, 15)
+            os.kill(holder, 15)
         return code
     pid = _holder_pid(a.name)
     if pid is None:
@@ -157,7 +160,7 @@ def _workdir(name: str) -> Path:
     return home() / name
 
 
-def _attach(name: str):  # type: ignore[no-untyped-def]
+def _attach(name: str) -> Cluster:
     from .cluster import Cluster, ClusterError
 
     wd = _workdir(name)
@@ -176,12 +179,12 @@ def _table(rows: list[dict[str, object]], cols: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _status_rows(c) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+def _status_rows(c: Cluster) -> list[dict[str, object]]:
     rows = []
     for n in c.nodes:
         p = c.procs.get(n)
-        alive = bool(p and p.is_alive())
-        paused = bool(alive and p.is_paused())
+        alive = p is not None and p.is_alive()
+        paused = p is not None and alive and p.is_paused()
         st = c.status(n, timeout=0.5) if alive and not paused and n not in c.links_down else None
         rows.append({
             "id": n, "address": c.address(n), "pid": p.pid if p else None, "alive": alive, "paused": paused,
@@ -234,12 +237,13 @@ def cmd_up(a: argparse.Namespace) -> int:
             holder.kill()
             holder.wait()
         raise
-    alloc.update(c.topo.slot, owner_pid=owner)  # type: ignore[union-attr]
+    assert c.topo is not None  # built by start()
+    alloc.update(c.topo.slot, owner_pid=owner)
     _detach(c)
     if holder is not None:
         holder.returncode = 0  # it lives on; do not reap (no ResourceWarning)
     print(_table(_status_rows(c), ["id", "address", "pid", "role", "term", "leader_id"]))
-    print(f"cluster {a.name} is up: slot {c.topo.slot}, subnet {c.topo.subnet}, logs and data in {wd}")  # type: ignore[union-attr]
+    print(f"cluster {a.name} is up: slot {c.topo.slot}, subnet {c.topo.subnet}, logs and data in {wd}")
     return 0
 
 
@@ -303,7 +307,7 @@ def _act(a: argparse.Namespace) -> int:
     return 0
 
 
-def _detach(c) -> None:  # type: ignore[no-untyped-def]
+def _detach(c: Cluster) -> None:
     """Leave the cluster's processes running after this command exits (nodes, disks, mount holder)."""
     for p in c.procs.values():
         p.detach()

@@ -149,7 +149,7 @@ def _live_view(cluster: Cluster, counters: Counters, t0: float, stop: float, tty
         time.sleep(min(0.5, max(0.0, stop - now)))
         now = time.monotonic()
         cur = (counters.ok, counters.fail, counters.info)
-        rate = [(a - b) / max(1e-3, now - last_t) for a, b in zip(cur, last)]
+        rate = [(a - b) / max(1e-3, now - last_t) for a, b in zip(cur, last, strict=True)]
         last, last_t = cur, now
         lead = "?"
         for n in cluster.nodes:

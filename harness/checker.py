@@ -292,7 +292,7 @@ def _search(
     raw.sort()
     # Identical info ops in call order: link each to its predecessor.
     last_same: dict[tuple[int, Any, Any], int] = {}
-    for _, r, i in raw:
+    for _, _order, i in raw:
         if not finite[i]:
             sig = (kind[i], arg_a[i], arg_b[i])
             after[i] = last_same.get(sig, -1)
@@ -595,7 +595,7 @@ def _window(ops: Sequence[Operation], focus: Sequence[Operation]) -> tuple[Opera
             writers.sort(key=lambda op: abs(op.call - center.call))
             take(writers, 2 if center is culprit else 1)
     before = [op for op in ops if op.ret is not None and op.ret < c_call]
-    before.sort(key=lambda op: -op.ret)  # type: ignore[operator]
+    before.sort(key=lambda op: -op.ret)  # type: ignore[operator]  # op.ret is not None: filtered just above
     take(before, 3)
     share = max(2, (WINDOW_LIMIT - len(chosen)) // len(focus))
     for center in focus:

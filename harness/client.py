@@ -15,7 +15,6 @@ leader. Writes carry X-Client-Id / X-Request-Seq.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -119,7 +118,7 @@ class Client:
                     status = resp.status
             except aiohttp.ClientConnectorError as e:
                 return Outcome(OpType.FAIL, error=f"connect: {e.os_error!r}"[:200], node=node)
-            except (asyncio.TimeoutError, aiohttp.ClientError, ValueError, OSError) as e:
+            except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as e:
                 # the request may have reached the node: a write may have happened
                 kind = OpType.FAIL if (f == "read") else OpType.INFO
                 return Outcome(kind, error=f"{type(e).__name__}{' after send' if sent else ''}", node=node)

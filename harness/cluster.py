@@ -100,7 +100,7 @@ class Cluster:
         self.disks: dict[str, PowerDisk] = {}
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         if self.power:
             if reason := powerfs.unavailable_reason():
                 raise ClusterError(reason)
@@ -126,7 +126,7 @@ class Cluster:
             raise
         return self
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self.start() if self.topo is None else self
 
     def __exit__(self, *exc: object) -> None:
@@ -256,8 +256,7 @@ class Cluster:
         pool = list(among) if among is not None else None
 
         def find() -> str | None:
-            sts = {n: self.status(n) for n in (pool or self.nodes) if self._reachable(n)}
-            sts = {n: s for n, s in sts.items() if s}
+            sts = {n: s for n in (pool or self.nodes) if self._reachable(n) and (s := self.status(n))}
             leaders = [(s["term"], n) for n, s in sts.items() if s["role"] == "leader"]
             if not leaders:
                 return None
@@ -317,7 +316,7 @@ class Cluster:
 
     def _apply_rules(self) -> None:
         assert self.topo is not None
-        firewall.apply(self.topo, {topology.NodeId(k): v for k, v in self.grudge.items()},
+        firewall.apply(self.topo, {topology.NodeId(k): {topology.NodeId(s) for s in v} for k, v in self.grudge.items()},
                        {topology.NodeId(k): v for k, v in self.loss_pct.items()}, self.backend)
         self.save()
 
@@ -457,7 +456,9 @@ class Cluster:
 
         def voter() -> bool:
             st = self.status(self.leader(timeout=5.0))
-            return bool(st) and any(m["id"] == node and m["voter"] for m in st["members"])  # type: ignore[index]
+            if not st:
+                return False
+            return any(m["id"] == node and m["voter"] for m in st["members"])
 
         wait_for(voter, 60, interval=0.1, what=f"{node} to become a voter")
         self._close_open(lambda f: f.key.startswith("member:"))  # a removal's window ends here
@@ -559,7 +560,7 @@ class Cluster:
         os.replace(tmp, self.workdir / "state.json")
 
     @classmethod
-    def attach(cls, workdir: Path) -> "Cluster":
+    def attach(cls, workdir: Path) -> Cluster:
         """Re-open a running cluster from its state file (a CLI command from another shell)."""
         try:
             st = json.loads((Path(workdir) / "state.json").read_text())

@@ -142,7 +142,7 @@ class LeaderWatch:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def __enter__(self) -> "LeaderWatch":
+    def __enter__(self) -> LeaderWatch:
         self._thread = threading.Thread(target=self._run, name="leader-watch", daemon=True)
         self._thread.start()
         return self

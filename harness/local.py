@@ -31,7 +31,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(pred: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> T:
+def wait_for(pred: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02,
+             what: str = "condition") -> T:
+    """``pred()``'s first truthy value, polled every ``interval`` s; TimeoutError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
     while time.monotonic() < deadline:
@@ -42,7 +44,8 @@ def wait_for(pred: Callable[[], T], timeout: float = 10.0, interval: float = 0.0
         except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
             last_exc = e
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}"
+                       + (f" (last error: {last_exc!r})" if last_exc else ""))
 
 
 @dataclass
@@ -96,7 +99,7 @@ class Node:
         r = self.request("GET", "/v1/status", timeout=5)
         if r.status != 200:
             raise ValueError(f"{self.id}: GET /v1/status answered {r.status} {r.body}")
-        return r.body  # type: ignore[no-any-return]
+        return r.body
 
     def stale(self, key: str) -> Response:
         return self.request("GET", f"/v1/kv/{key}?stale=true")
@@ -270,7 +273,7 @@ class LocalCluster:
         return wait_for(lambda: (st := node.status())["last_applied"] >= target and st, timeout,
                         what=f"{node.id} to apply up to {target}")
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:

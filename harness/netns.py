@@ -102,7 +102,7 @@ def _in_thread(fn: Callable[[], _T]) -> _T:
     t.join()
     if "error" in box:
         raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+    return box["value"]
 
 
 _CLONE_NEWNS = 0x00020000

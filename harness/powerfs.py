@@ -417,7 +417,7 @@ def make_operations(model: Model, ready: str | None) -> Any:
     """The mfusepy Operations over ``model`` (path-based API; handles carry the inode)."""
     import mfusepy
 
-    class PowerOps(mfusepy.Operations):  # type: ignore[misc]
+    class PowerOps(mfusepy.Operations):
         use_ns = True
 
         def init(self, path: str) -> None:
@@ -434,7 +434,8 @@ def make_operations(model: Model, ready: str | None) -> Any:
             # st_ino must be set: with use_ino, an entry with inode 0 is one readdir(3) skips.
             with model.lock:
                 d = model.node(path, fh)
-                out = [(".", {"st_mode": d.mode, "st_ino": d.ino}, 0), ("..", {"st_mode": stat.S_IFDIR, "st_ino": ROOT}, 0)]
+                out = [(".", {"st_mode": d.mode, "st_ino": d.ino}, 0),
+                       ("..", {"st_mode": stat.S_IFDIR, "st_ino": ROOT}, 0)]
                 for name, ino in d.entries.items():
                     out.append((name, {"st_mode": model.inodes[ino].mode, "st_ino": ino}, 0))
                 return out
@@ -558,12 +559,12 @@ def make_operations(model: Model, ready: str | None) -> Any:
 def _mount(model: Model, mountpoint: str, ready: str | None) -> None:
     import mfusepy
 
-    class _FUSE(mfusepy.FUSE):  # type: ignore[misc]
+    class _FUSE(mfusepy.FUSE):
         # mfusepy drops the file handle of ftruncate (libfuse 3 passes it to truncate):
         # keep it, so that an open but unlinked file can be truncated.
         def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
             fh = fip.contents.fh if fip else None
-            return self.operations.truncate(None if path is None else path.decode(), length, fh)  # type: ignore[no-any-return]
+            return self.operations.truncate(None if path is None else path.decode(), length, fh)
 
     _FUSE(make_operations(model, ready), mountpoint, foreground=True, fsname="powerfs",
           subtype="powerfs", hard_remove=True, use_ino=True, max_threads=16)

@@ -100,7 +100,8 @@ def wrap_hold(ready_file: str) -> list[str]:
 
 def enter(pid: int, argv: list[str]) -> list[str]:
     """``argv`` run inside the private world held by process ``pid``."""
-    return ["nsenter", "--target", str(pid), "--user", "--net", "--mount", "--preserve-credentials", "--", "env", f"{ENV_INSIDE}=1", *argv]
+    return ["nsenter", "--target", str(pid), "--user", "--net", "--mount", "--preserve-credentials", "--",
+            "env", f"{ENV_INSIDE}=1", *argv]
 
 
 def _mount_tmpfs(target: str) -> None:

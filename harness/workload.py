@@ -97,7 +97,7 @@ class Workload:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def __enter__(self) -> "Workload":
+    def __enter__(self) -> Workload:
         self.start()
         return self
 

@@ -27,7 +27,7 @@ from .raft import Member, Membership, NodeId
 from .runtime import JoinRefusedError, Runtime
 from .server import make_app
 from .statemachine import KVStateMachine
-from .storage import SqliteStorage, StorageError, ThreadedStorage, fsync_dir
+from .storage import LoadedState, SqliteStorage, StorageError, ThreadedStorage, fsync_dir
 
 PROG = "raftnet-node"
 
@@ -94,7 +94,7 @@ def parse_args(argv: list[str]) -> Config:
     )
 
 
-def open_data_dir(cfg: Config) -> tuple[SqliteStorage, KVStateMachine, object, int]:
+def open_data_dir(cfg: Config) -> tuple[SqliteStorage, KVStateMachine, LoadedState, int]:
     d = cfg.data_dir
     try:
         created = not d.exists()
@@ -144,8 +144,9 @@ def bind(cfg: Config) -> socket.socket:
     return s
 
 
-async def serve(cfg: Config, storage: SqliteStorage, fsm: KVStateMachine, state: object, sock: socket.socket) -> int:
-    runtime = Runtime(cfg, ThreadedStorage(storage, fsm), fsm, state)  # type: ignore[arg-type]
+async def serve(cfg: Config, storage: SqliteStorage, fsm: KVStateMachine, state: LoadedState,
+                sock: socket.socket) -> int:
+    runtime = Runtime(cfg, ThreadedStorage(storage, fsm), fsm, state)
     app = make_app(runtime, cfg)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
@@ -167,8 +168,9 @@ async def serve(cfg: Config, storage: SqliteStorage, fsm: KVStateMachine, state:
         done, _ = await asyncio.wait(watched | ({join} if join is not None else set()),
                                      return_when=asyncio.FIRST_COMPLETED)
         if join is not None and join in done:
-            if not join.cancelled() and isinstance(join.exception(), JoinRefusedError):
-                refused = join.exception()  # type: ignore[assignment]
+            failure = None if join.cancelled() else join.exception()
+            if isinstance(failure, JoinRefusedError):
+                refused = failure
                 break
             if not join.cancelled() and join.exception() is not None:
                 logging.getLogger("raftnet").error("join failed: %r", join.exception())

@@ -44,7 +44,7 @@ class Histogram:
 
     def render(self) -> str:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for b, c in zip(self.BUCKETS, self.counts):
+        for b, c in zip(self.BUCKETS, self.counts, strict=True):
             lines.append(f'{self.name}_bucket{{le="{b}"}} {c}')
         lines += [f'{self.name}_bucket{{le="+Inf"}} {self.total}', f"{self.name}_sum {self.sum:.6f}",
                   f"{self.name}_count {self.total}"]
@@ -64,7 +64,8 @@ HTTP_RESPONSES: dict[int, int] = {}
 def render(gauges: dict[str, float], extra: Callable[[], str] | None = None) -> str:
     out = [c.render() for c in (PROPOSALS, APPLIED, LEADER_CHANGES, ELECTIONS, SNAPSHOTS, SNAPSHOTS_SENT)]
     out.append(FSYNC_SECONDS.render())
-    out.append("# HELP raftnet_http_responses_total Responses by status.\n# TYPE raftnet_http_responses_total counter\n")
+    out.append("# HELP raftnet_http_responses_total Responses by status.\n"
+               "# TYPE raftnet_http_responses_total counter\n")
     for status, n in sorted(HTTP_RESPONSES.items()):
         out.append(f'raftnet_http_responses_total{{status="{status}"}} {n}\n')
     for name, v in gauges.items():

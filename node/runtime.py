@@ -71,7 +71,7 @@ from .transport import HttpTransport
 log = logging.getLogger("raftnet.runtime")
 
 
-def _quiet(fut: "asyncio.Future[Any]") -> None:
+def _quiet(fut: asyncio.Future[Any]) -> None:
     """Nobody awaits ``fut`` any more: retrieve its outcome so asyncio does not warn."""
     fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
@@ -285,7 +285,8 @@ class Runtime:
             for idx in [i for i in self._waiters if i <= rd.snapshot.meta.index]:
                 w = self._waiters.pop(idx)
                 if not w.future.done():
-                    w.future.set_exception(IndeterminateError("outcome covered by a snapshot; retry with the same X-Request-Seq"))
+                    w.future.set_exception(
+                        IndeterminateError("outcome covered by a snapshot; retry with the same X-Request-Seq"))
             for m in rd.snapshot.meta.membership.members:
                 self._known_addresses[m.id] = m.address
         for r in rd.reads:
@@ -294,10 +295,10 @@ class Runtime:
                 self._wait_applied(r.index, fut)
         self._release_applied()
 
-    def _resolve(self, committed: "tuple[Entry, ...]", results: list[Result | None]) -> None:
+    def _resolve(self, committed: tuple[Entry, ...], results: list[Result | None]) -> None:
         """Answer the waiters of applied entries: ours if the term matches, else never ours."""
         metrics.APPLIED.inc(len(committed))
-        for e, r in zip(committed, results):
+        for e, r in zip(committed, results, strict=True):  # one result per entry
             w = self._waiters.pop(e.index, None)
             if w is None or w.future.done():
                 continue
@@ -492,7 +493,7 @@ class Runtime:
         """Propose a command and wait until it is committed and applied."""
         self._check_serving()
         client, seq = cmd.get("client"), cmd.get("seq")
-        if client is not None:
+        if client is not None and seq is not None:  # the server sets both or neither
             cached = self.fsm.cached(client, seq)
             if cached is not None:
                 return cached
@@ -532,7 +533,7 @@ class Runtime:
         finally:
             self._reads.pop(ctx, None)
 
-    async def _within(self, fut: "asyncio.Future[Any]", err: RaftnetError) -> Any:
+    async def _within(self, fut: asyncio.Future[Any], err: RaftnetError) -> Any:
         """Await ``fut``; past the request timeout it fails with ``err`` (cheaper than wait_for)."""
         def expire() -> None:
             if not fut.done():
@@ -616,8 +617,9 @@ class Runtime:
             await self.storage.record_peer(node_id, incarnation, True)
 
             def add(m: Membership) -> Membership:
-                if m.get(node_id) is not None:
-                    return m.with_member(m.get(node_id))  # type: ignore[arg-type]
+                known = m.get(node_id)
+                if known is not None:
+                    return m.with_member(known)
                 return m.with_member(Member(NodeId(node_id), address, voter=False, incarnation=incarnation))
 
             await self._retry_change(add, deadline)
@@ -711,7 +713,7 @@ class Runtime:
                         if r.status == 409 and reply.get("error") == "member_exists":
                             raise JoinRefusedError(f"{addr} refuses to add us (member_exists): {reply.get('message')}")
                         log.info("join via %s: HTTP %d %s", addr, r.status, reply.get("message"))
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+                except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as e:
                     log.info("join via %s failed: %r", addr, e)
                     addr = target
                 await asyncio.sleep(0.2)

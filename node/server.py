@@ -183,7 +183,8 @@ class Api:
         key = self._key(request)
         body = await _json_body(request, self._value_body_limit)
         expect = self._value(body, "expect", nullable=True)
-        return await self._write(request, {"op": "cas", "key": key, "expect": expect, "value": self._value(body, "value")})
+        value = self._value(body, "value")
+        return await self._write(request, {"op": "cas", "key": key, "expect": expect, "value": value})
 
     async def get(self, request: web.Request) -> web.Response:
         key = self._key(request)

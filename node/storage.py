@@ -253,18 +253,19 @@ class SqliteStorage:
         db = self.db
         if "meta" not in db.table_names():
             with self._tx():
-                db["meta"].create({"key": str, "value": str}, pk="key")
-                db["log"].create({"idx": int, "term": int, "kind": str, "data": str}, pk="idx")
-                db["snapshot"].create(
+                db.table("meta").create({"key": str, "value": str}, pk="key")
+                db.table("log").create({"idx": int, "term": int, "kind": str, "data": str}, pk="idx")
+                db.table("snapshot").create(
                     {"id": int, "idx": int, "term": int, "membership": str, "data": bytes}, pk="id"
                 )
-                db["kv"].create({"key": str, "value": str, "mod": int}, pk="key")
-                db["sessions"].create({"client": str, "seq": int, "result": str, "idx": int}, pk=("client", "seq"))
+                db.table("kv").create({"key": str, "value": str, "mod": int}, pk="key")
+                db.table("sessions").create({"client": str, "seq": int, "result": str, "idx": int},
+                                            pk=("client", "seq"))
                 self.conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         # added after schema 1 shipped; a data dir from before gets it on its first open
         self.conn.execute("CREATE TABLE IF NOT EXISTS peers (id TEXT PRIMARY KEY, incarnation TEXT NOT NULL)")
 
-    def _tx(self) -> "_Transaction":
+    def _tx(self) -> _Transaction:
         return _Transaction(self.conn)
 
     def _meta(self) -> dict[str, str]:
@@ -369,7 +370,7 @@ class SqliteStorage:
                 self._set_meta(applied=str(fsm.applied))
         return results
 
-    def apply(self, committed: "tuple[Entry, ...]", fsm: StateMachine) -> list[Result | None]:
+    def apply(self, committed: tuple[Entry, ...], fsm: StateMachine) -> list[Result | None]:
         """Apply entries already durable in the log, without an fsync (see the module docstring)."""
         self._set_sync("NORMAL")
         with self._tx():

@@ -170,7 +170,7 @@ class HttpTransport:
             self.sent += len(batch)
             self.refused_by.pop(peer, None)
             return True
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             log.debug("peer %s unreachable: %r", peer, e)
             self.dropped += len(batch)
             self._on_unreachable(peer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -21,11 +22,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.local import LocalCluster, request, wait_for  # noqa: E402
+from harness.local import LocalCluster, Node, request, wait_for  # noqa: E402
 
 PUT_LUA = """
 local n = 0
@@ -62,7 +64,7 @@ def _ms(text: str) -> float:
     return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 
 
-def run_wrk(wrk: str, address: str, lua: str, conns: int, seconds: int) -> dict[str, float]:
+def run_wrk(wrk: str, address: str, lua: str, conns: int, seconds: int) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(lua)
         script = f.name
@@ -74,7 +76,10 @@ def run_wrk(wrk: str, address: str, lua: str, conns: int, seconds: int) -> dict[
         ).stdout
     finally:
         os.unlink(script)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    rps_line = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if rps_line is None:
+        raise RuntimeError(f"wrk printed no Requests/sec line:\n{out}")
+    rps = float(rps_line.group(1))
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     socket_errors = re.search(r"Socket errors:.*", out)
@@ -83,7 +88,7 @@ def run_wrk(wrk: str, address: str, lua: str, conns: int, seconds: int) -> dict[
             "socket_errors": socket_errors.group(0) if socket_errors else ""}
 
 
-async def _py_load(address: str, method: str, conns: int, seconds: int) -> dict[str, float]:
+async def _py_load(address: str, method: str, conns: int, seconds: int) -> dict[str, Any]:
     import aiohttp
 
     lat: list[float] = []
@@ -116,10 +121,14 @@ async def _py_load(address: str, method: str, conns: int, seconds: int) -> dict[
             "p99_ms": lat[int(len(lat) * 0.99)] * 1000, "non_2xx": bad, "socket_errors": ""}
 
 
-def load(wrk: str | None, address: str, method: str, conns: int, seconds: int) -> dict[str, float]:
+def load(wrk: str | None, address: str, method: str, conns: int, seconds: int) -> dict[str, Any]:
     if wrk:
         return run_wrk(wrk, address, PUT_LUA if method == "PUT" else GET_LUA, conns, seconds)
     return asyncio.run(_py_load(address, method, conns, seconds))
+
+
+def caught_up(node: Node, ref: Node) -> bool:
+    return bool(node.status()["last_applied"] >= ref.status()["commit_index"])
 
 
 def failover(cluster: LocalCluster, reps: int) -> list[float]:
@@ -145,8 +154,7 @@ def failover(cluster: LocalCluster, reps: int) -> list[float]:
             raise RuntimeError("no write committed within 30 s of the leader's death")
         times.append(done)
         cluster.start(leader.id)
-        wait_for(lambda: leader.status()["last_applied"] >= survivors[0].status()["commit_index"], 30,
-                 what="restarted node caught up")
+        wait_for(functools.partial(caught_up, leader, survivors[0]), 30, what="restarted node caught up")
         print(f"  failover {rep + 1}/{reps}: {done * 1000:.0f} ms", flush=True)
     return times
 
@@ -191,8 +199,9 @@ def main() -> int:
     generator = "wrk " + subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.split()[1] \
         if wrk else "python asyncio+aiohttp (wrk not found; figures are bounded by the generator)"
     print(f"load generator: {generator}")
-    results: dict[str, object] = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    results: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "cluster": "3 nodes on 127.0.0.1, SQLite WAL synchronous=FULL, default timeouts (50 ms / 300:600 ms)",
         "load_generator": generator, "value_bytes": 86, "writes": {}, "reads": {},
     }
@@ -201,13 +210,13 @@ def main() -> int:
         leader = cluster.leader(15)
         for conns in (1, 16, 64):
             r = load(wrk, leader.address, "PUT", conns, a.seconds)
-            results["writes"][str(conns)] = r  # type: ignore[index]
-            print(f"  writes, {conns:>2} clients: {r['ops_per_s']:8.0f}/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
-                  f"  non-2xx {r['non_2xx']}", flush=True)
+            results["writes"][str(conns)] = r
+            print(f"  writes, {conns:>2} clients: {r['ops_per_s']:8.0f}/s  p50 {r['p50_ms']:.2f} ms"
+                  f"  p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}", flush=True)
         r = load(wrk, leader.address, "GET", 64, a.seconds)
-        results["reads"]["64"] = r  # type: ignore[index]
-        print(f"  linearizable reads, 64 clients: {r['ops_per_s']:8.0f}/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
-              f"  non-2xx {r['non_2xx']}", flush=True)
+        results["reads"]["64"] = r
+        print(f"  linearizable reads, 64 clients: {r['ops_per_s']:8.0f}/s  p50 {r['p50_ms']:.2f} ms"
+              f"  p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}", flush=True)
         iso, refused = isolated_leader(cluster, 5)
         print(f"  isolated leader: last linearizable read served {max(iso) * 1000:.0f} ms after isolation; "
               f"first refusal (stepped down) after {', '.join(f'{t * 1000:.0f}' for t in refused)} ms "
@@ -223,18 +232,20 @@ def main() -> int:
     path = a.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2))
     (a.out / "latest.json").write_text(json.dumps(results, indent=2))
-    w = results["writes"]  # type: ignore[assignment]
+    w = results["writes"]
     print("\n| metric | value |\n|---|---|")
     for c in ("1", "16", "64"):
-        print(f"| writes/s, {c} clients (p50 / p99 ms) | {w[c]['ops_per_s']:.0f} ({w[c]['p50_ms']:.2f} / {w[c]['p99_ms']:.2f}) |")
-    rd = results["reads"]["64"]  # type: ignore[index]
-    print(f"| linearizable reads/s, 64 clients (p50 / p99 ms) | {rd['ops_per_s']:.0f} ({rd['p50_ms']:.2f} / {rd['p99_ms']:.2f}) |")
+        print(f"| writes/s, {c} clients (p50 / p99 ms) | {w[c]['ops_per_s']:.0f}"
+              f" ({w[c]['p50_ms']:.2f} / {w[c]['p99_ms']:.2f}) |")
+    rd = results["reads"]["64"]
+    print(f"| linearizable reads/s, 64 clients (p50 / p99 ms) | {rd['ops_per_s']:.0f}"
+          f" ({rd['p50_ms']:.2f} / {rd['p99_ms']:.2f}) |")
     f = results["failover_ms"]
     print(f"| failover kill -> first committed write, ms (min / median / max of {len(times)}) | "
-          f"{f['min']} / {f['median']} / {f['max']} |")  # type: ignore[index]
+          f"{f['min']} / {f['median']} / {f['max']} |")
     iso_ms, down_ms = results["isolated_leader_last_read_ms"], results["isolated_leader_step_down_ms"]
     print(f"| isolated leader: last linearizable read served / first refusal after isolation, ms (max of "
-          f"{len(iso)}) | {iso_ms['max']} / {down_ms['max']} |")  # type: ignore[index]
+          f"{len(iso)}) | {iso_ms['max']} / {down_ms['max']} |")
     print(f"\nJSON: {path}")
     return 0
 

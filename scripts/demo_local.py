@@ -50,7 +50,8 @@ def main() -> int:
         target = new.status()["commit_index"]
         wait_for(lambda: leader.status()["last_applied"] >= target, 15, what="catch-up")
         got = request(leader.address, "GET", "/v1/kv/after-failover?stale=true").body
-        print(f"  {leader.id} caught up to index {leader.status()['last_applied']}; it reads after-failover = {got['value']!r}")
+        print(f"  {leader.id} caught up to index {leader.status()['last_applied']};"
+              f" it reads after-failover = {got['value']!r}")
         ok = not missing and r.status == 200
         print("\nVERDICT: " + ("ok, no acknowledged write lost" if ok else "FAILED"))
         return 0 if ok else 1

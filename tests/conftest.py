@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from harness import userns
+
+if TYPE_CHECKING:
+    from tests.node.localcluster import MakeCluster
 
 NETNS_SKIP = "needs root for network namespaces: run `sudo make test-partitions` or use the Vagrant VM"
 _skip_reason: str | None = None
@@ -69,7 +75,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def local_cluster(tmp_path):  # type: ignore[no-untyped-def]
+def local_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
     """Factory: ``local_cluster(n=3, extra_args=[...])`` starts n real nodes on 127.0.0.1."""
     from tests.node.localcluster import LocalCluster
 
@@ -87,15 +93,15 @@ def local_cluster(tmp_path):  # type: ignore[no-untyped-def]
         c.stop_all()
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
     """After namespace tests: one row per scenario (result, seconds, faults, operations checked)."""
-    rows: dict[str, dict[str, object]] = {}
+    rows: dict[str, dict[str, Any]] = {}
     for key in ("passed", "failed", "error", "skipped", "xfailed", "xpassed", ""):  # "": setup/teardown
         for rep in terminalreporter.stats.get(key, []):
             if not hasattr(rep, "nodeid") or "tests/netns/" not in rep.nodeid or "test_net_layer" in rep.nodeid:
                 continue
             row = rows.setdefault(rep.nodeid, {"result": "passed", "seconds": 0.0, "faults": "", "operations": ""})
-            row["seconds"] = float(row["seconds"]) + getattr(rep, "duration", 0.0)  # type: ignore[arg-type]
+            row["seconds"] = float(row["seconds"]) + getattr(rep, "duration", 0.0)
             if key in ("xfailed", "xpassed"):
                 row["result"] = key
             elif rep.outcome != "passed" and row["result"] == "passed" and (rep.when == "call" or rep.failed):

@@ -612,7 +612,7 @@ class RaftCore:
         if force and not sent:
             self._send(self._append_msg(peer, Index(pr.next_index - 1), ()))
 
-    def _append_msg(self, peer: NodeId, prev: Index, entries: "list[Entry] | tuple[Entry, ...]") -> AppendEntries:
+    def _append_msg(self, peer: NodeId, prev: Index, entries: list[Entry] | tuple[Entry, ...]) -> AppendEntries:
         prev_term = self.log.term(prev)
         assert prev_term is not None, "prev entry compacted"
         return AppendEntries(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from .core import CoreConfig, InitialState, RaftCore, Ready
@@ -109,7 +110,8 @@ class Sim:
         self.nodes: dict[NodeId, SimNode] = {}
         for i in ids:
             boot = initial if i in initial.ids else Membership()
-            disk = Disk(HardState(Term(0), None, Index(0)), SnapshotMeta(Index(0), Term(0), boot), b"[]", [], Index(0), [])
+            disk = Disk(HardState(Term(0), None, Index(0)), SnapshotMeta(Index(0), Term(0), boot), b"[]", [],
+                        Index(0), [])
             self.nodes[i] = SimNode(i, disk)
             self._start(i)
         self.net: list[tuple[int, int, Message]] = []
@@ -142,7 +144,7 @@ class Sim:
         if not self.nodes[nid].alive:
             self._start(nid)
 
-    def partition(self, *groups: list[str]) -> None:
+    def partition(self, *groups: Iterable[str]) -> None:
         where = {n: gi for gi, g in enumerate(groups) for n in g}
         self.blocked = {
             (a, b) for a in self.nodes for b in self.nodes if a != b and where.get(a, -1) != where.get(b, -2)
@@ -290,11 +292,11 @@ class Sim:
 
     # ------------------------------------------------------------- actors
     def leader(self) -> SimNode | None:
-        best = None
+        best: SimNode | None = None
+        best_term = -1  # below every term
         for n in self.nodes.values():
-            if n.core is not None and n.core.role is Role.LEADER:
-                if best is None or n.core.term > best.core.term:  # type: ignore[union-attr]
-                    best = n
+            if n.core is not None and n.core.role is Role.LEADER and n.core.term > best_term:
+                best, best_term = n, n.core.term
         return best
 
     def _clients(self) -> None:
@@ -374,6 +376,7 @@ class Sim:
                 if known != n.id:
                     self.fail(f"election safety: {known} and {n.id} both lead term {c.term}")
                 if getattr(c, "_sim_checked_term", None) != c.term:
+                    # the simulator's mark on this core object (a restarted node's new core is checked again)
                     c._sim_checked_term = c.term  # type: ignore[attr-defined]
                     self._check_completeness(n)
         if self.round % 25 == 0:

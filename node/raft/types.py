@@ -65,7 +65,7 @@ class Member:
         return d
 
     @staticmethod
-    def from_dict(d: dict[str, object]) -> "Member":
+    def from_dict(d: dict[str, object]) -> Member:
         inc = d.get("incarnation")
         return Member(NodeId(str(d["id"])), str(d["address"]), bool(d["voter"]), str(inc) if inc else None)
 
@@ -77,7 +77,7 @@ class Membership:
     members: tuple[Member, ...] = ()
 
     @staticmethod
-    def of(members: "list[Member] | tuple[Member, ...]") -> "Membership":
+    def of(members: list[Member] | tuple[Member, ...]) -> Membership:
         return Membership(tuple(sorted(members, key=lambda m: m.id)))
 
     @property
@@ -98,17 +98,17 @@ class Membership:
         m = self.get(node_id)
         return m.address if m else None
 
-    def with_member(self, member: Member) -> "Membership":
+    def with_member(self, member: Member) -> Membership:
         return Membership.of([m for m in self.members if m.id != member.id] + [member])
 
-    def without(self, node_id: str) -> "Membership":
+    def without(self, node_id: str) -> Membership:
         return Membership.of([m for m in self.members if m.id != node_id])
 
     def to_json(self) -> str:
         return json.dumps([m.to_dict() for m in self.members], separators=(",", ":"))
 
     @staticmethod
-    def from_json(text: str) -> "Membership":
+    def from_json(text: str) -> Membership:
         return Membership.of([Member.from_dict(d) for d in json.loads(text)])
 
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from harness.checker import CheckResult, Result, check
-from harness.history import Event, History, OpType, Operation, parse_jepsen_log
+from harness.history import Event, History, Operation, OpType, parse_jepsen_log
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 LABELLED = sorted(HISTORIES.glob("*.jsonl"))
@@ -422,7 +422,8 @@ def simulate(
                 state[key] = p["value"][1]
     timeline: list[tuple[float, int, int, Event]] = []
     for p in planned:
-        timeline.append((p["call"], 1, p["i"], Event(p["process"], OpType.INVOKE, p["f"], p["key"], p["value"], p["call"])))
+        invoke = Event(p["process"], OpType.INVOKE, p["f"], p["key"], p["value"], p["call"])
+        timeline.append((p["call"], 1, p["i"], invoke))
         if p["silent"]:
             continue
         kind = {"ok": OpType.OK, "fail": OpType.FAIL, "info": OpType.INFO}[p["status"]]
@@ -458,7 +459,7 @@ def test_10k_operations_check_fast_and_a_corrupted_read_is_found() -> None:
     target = next(r for r in reversed(reads) if r.call < ops[-1].call * 0.9)
     writes = [o for o in ops if o.f == "write" and o.status == "ok" and o.key == target.key]
     w1 = writes[0]
-    assert any(w.call > w1.ret and w.ret < target.call for w in writes)  # type: ignore[operator]
+    assert any(w.call > w1.ret and w.ret < target.call for w in writes)  # type: ignore[operator]  # ok ops have a ret
     events = list(history)
     i = next(
         i for i, e in enumerate(events)
@@ -570,7 +571,7 @@ def reference_linearizable(ops: list[Operation]) -> bool:
             if placed >> i & 1:
                 continue
             if any(
-                not placed >> j & 1 and q.status == "ok" and q.ret < o.call  # type: ignore[operator]
+                not placed >> j & 1 and q.status == "ok" and q.ret < o.call  # type: ignore[operator]  # ok: has a ret
                 for j, q in enumerate(ops)
             ):
                 continue

@@ -180,7 +180,8 @@ def test_the_member_record_carries_the_incarnation_and_reads_old_records() -> No
     assert '"incarnation"' not in Membership.of([M3]).to_json()  # absent, not null: old nodes read it
     assert Membership.from_json('[{"id":"n3","address":"h:3","voter":true}]') == Membership.of([M3])
     msg = InstallSnapshot(Term(2), NodeId("n1"), NodeId("n2"), SnapshotMeta(Index(5), Term(2), m), b"x")
-    assert decode(encode(msg)).meta.membership == m  # type: ignore[attr-defined]
+    got = decode(encode(msg))
+    assert isinstance(got, InstallSnapshot) and got.meta.membership == m
 
 
 # ---------------------------------------------------------------- no configuration, no vote
@@ -190,7 +191,7 @@ def test_a_node_without_a_configuration_grants_no_vote(pre_vote: bool) -> None:
     log may well be an amnesiac member's)."""
     core = make_core("n3", voters=())
     assert not core.membership.members
-    core.step(RequestVote(1, NodeId("n1"), NodeId("n3"), 0, 0, pre_vote))  # type: ignore[arg-type]
+    core.step(RequestVote(Term(1), NodeId("n1"), NodeId("n3"), Index(0), Term(0), pre_vote))
     rd = core.ready()
     assert rd is not None
     replies = of_type(rd.messages, RequestVoteReply)

@@ -3,6 +3,7 @@ the paper), learners (§4.2.1) and removing the leader (§4.2.2)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -201,7 +202,8 @@ TWO_LEARNER_CASES = [
 
 
 @pytest.mark.parametrize(("scenario", "what"), TWO_LEARNER_CASES, ids=[c[1] for c in TWO_LEARNER_CASES])
-def test_two_healthy_learners_never_stand_in_for_two_lost_voters(scenario, what: str) -> None:  # type: ignore[no-untyped-def]  # §4.2.1
+def test_two_healthy_learners_never_stand_in_for_two_lost_voters(  # §4.2.1
+        scenario: Callable[[Net], None], what: str) -> None:
     net = leader_cluster(learners=("n4", "n5"))
     net["n1"].propose("a")
     net.settle()

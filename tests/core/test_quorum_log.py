@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.raft import Entry, EntryKind, Index, NodeId, SnapshotMeta, Term
-from node.raft import quorum
+from node.raft import Entry, EntryKind, Index, NodeId, SnapshotMeta, Term, quorum
 from node.raft.log import RaftLog
 from node.raft.quorum import VoteResult
 
@@ -69,8 +68,9 @@ def test_vote_result(voters: frozenset[NodeId], votes: dict[str, bool], expected
 
 def test_majority_and_has_quorum() -> None:
     assert [quorum.majority(n) for n in range(1, 7)] == [1, 2, 2, 3, 3, 4]
-    assert quorum.has_quorum(V3, {"a", "b"}) and not quorum.has_quorum(V3, {"a", "x"})
-    assert not quorum.has_quorum(frozenset(), {"a"})
+    a, b, x = NodeId("a"), NodeId("b"), NodeId("x")
+    assert quorum.has_quorum(V3, {a, b}) and not quorum.has_quorum(V3, {a, x})
+    assert not quorum.has_quorum(frozenset(), {a})
 
 
 # ------------------------------------------------------------------ RaftLog
@@ -79,7 +79,8 @@ M = membership(("n1", "n2", "n3"))
 
 
 def raft_log(*terms: int, snapshot_index: int = 0, snapshot_term: int = 0) -> RaftLog:
-    return RaftLog(SnapshotMeta(Index(snapshot_index), Term(snapshot_term), M), log_of(*terms, start=snapshot_index + 1))
+    meta = SnapshotMeta(Index(snapshot_index), Term(snapshot_term), M)
+    return RaftLog(meta, log_of(*terms, start=snapshot_index + 1))
 
 
 def test_term_lookup_around_the_snapshot() -> None:

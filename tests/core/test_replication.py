@@ -19,8 +19,8 @@ from node.raft import (
     RaftCore,
     Role,
     Term,
+    quorum,
 )
-from node.raft import quorum
 
 from .helpers import (
     CFG,
@@ -346,7 +346,7 @@ def figure8_state_c() -> Net:
     # (c) S5 crashes; S1 restarts and is elected for term 4 (by S1, S2, S3) ...
     net.restart("n1")
     n1 = net["n1"]
-    while not (n1.role is Role.LEADER):
+    while n1.role is not Role.LEADER:
         tick_until(n1, lambda c: c.role is Role.CANDIDATE, limit=2 * ELECTION_MAX)
         net.flush("n1")
         net.deliver(to("n2", "n3"))
@@ -473,7 +473,7 @@ def test_many_proposals_between_two_readies_make_one_ready() -> None:  # batchin
 def test_batch_larger_than_max_append_bytes_is_split() -> None:  # batching
     net = leader_cluster(config=replace(CFG, max_append_bytes=1000))
     n1 = net["n1"]
-    for i in range(100):
+    for _ in range(100):
         n1.propose("x" * 68)  # 100 bytes each with the entry overhead
     appends = of_type(drain(n1).messages, AppendEntries)
     per_peer = [m for m in appends if m.dst == "n2"]
@@ -498,7 +498,7 @@ def test_pipelining_is_bounded_by_max_inflight() -> None:  # flow control
     for i in range(10):
         n1.propose(f"v{i}")
     net.flush("n1")
-    to_n2 = net.pending(both(to("n2"), kind(AppendEntries)))
+    to_n2 = of_type(net.pending(both(to("n2"), kind(AppendEntries))), AppendEntries)
     assert [[e.index for e in m.entries] for m in to_n2] == [[2], [3], [4], [5]]  # 4 beyond match 1
     # one acknowledgement opens the window by one
     first = to_n2[0]

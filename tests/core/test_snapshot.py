@@ -241,7 +241,8 @@ CATCHUP = [
 
 
 @pytest.mark.parametrize(("keep", "start", "golden"), CATCHUP, ids=[f"keep-{c[0]}" for c in CATCHUP])
-def test_compaction_keeps_catch_up_entries_for_a_lagging_follower(keep: int, start: int, golden: list[str]) -> None:  # §7
+def test_compaction_keeps_catch_up_entries_for_a_lagging_follower(  # §7
+        keep: int, start: int, golden: list[str]) -> None:
     net = catchup_cluster(keep)
     n1, n3 = net["n1"], net["n3"]
     assert (n1.log.start, n1.log.first_index, n1.log.last_index) == (start, start + 1, 11)

@@ -11,6 +11,7 @@ from node.raft import (
     ProposalDroppedError,
     RequestVote,
     Role,
+    Term,
     TimeoutNow,
 )
 
@@ -127,7 +128,7 @@ def test_timeout_now_is_ignored_by_a_learner_and_a_stale_term() -> None:  # §3.
     net = leader_cluster(learners=("n4",))
     net["n4"].step(TimeoutNow(net["n1"].term, nid("n1"), nid("n4")))
     assert net["n4"].role is Role.FOLLOWER
-    net["n2"].step(AppendEntries(net["n1"].term + 1, nid("n3"), nid("n2"), net["n2"].last_index,
+    net["n2"].step(AppendEntries(Term(net["n1"].term + 1), nid("n3"), nid("n2"), net["n2"].last_index,
                                  net["n2"].log.last_term, (), net["n2"].commit))
     net["n2"].step(TimeoutNow(net["n1"].term, nid("n1"), nid("n2")))
     assert net["n2"].role is Role.FOLLOWER and net["n2"].term == 2

@@ -171,7 +171,8 @@ def test_clean_without_root_removes_only_stale_cli_state(capsys: pytest.CaptureF
     assert not (private_home / "stale").exists() and (private_home / "other").exists()
 
 
-def test_status_needs_no_root_but_a_cluster(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_status_needs_no_root_but_a_cluster(capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     not_root(monkeypatch)
     for argv in (["status"], ["status", "--json"]):
         code, out, err = run(capsys, "--name", "nosuch", *argv)

@@ -288,7 +288,7 @@ def test_rules_follow_the_node_port() -> None:
     assert firewall.cluster_rules(topo, grudge, {}, port=8080)[NodeId("n2")] == (rule,)
     for bad in (0, 65536, "7000", True):
         with pytest.raises(ValueError):
-            firewall.node_rules(topo, "n2", grudge, {}, port=bad)  # type: ignore[arg-type]
+            firewall.node_rules(topo, "n2", grudge, {}, port=bad)  # type: ignore[arg-type]  # the check under test
 
 
 def test_no_rule_ever_names_the_control_address_positively() -> None:
@@ -312,7 +312,7 @@ def test_loss_rules_and_bounds() -> None:
     assert Match(Field.RANDOM_BELOW, 100) in all_lost[0].matches
     for bad in (-1, 101, 2.5, True):
         with pytest.raises(ValueError):
-            firewall.node_rules(topo, "n1", {}, {NodeId("n1"): bad})  # type: ignore[dict-item]
+            firewall.node_rules(topo, "n1", {}, {NodeId("n1"): bad})  # type: ignore[dict-item]  # the check under test
 
 
 def test_unknown_nodes_are_rejected() -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
+import pluggy
 import pytest
 
 from harness.cluster import Cluster
@@ -27,7 +28,8 @@ FAILED_DIR = Path(os.environ.get("RAFTNET_FAILED_DIR", ROOT / "runs" / "failed")
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     outcome = yield
     rep = outcome.get_result()
     setattr(item, f"rep_{rep.when}", rep)
@@ -71,10 +73,10 @@ class Lab:
 
 
 @pytest.fixture
-def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
     """Factory: ``c = cluster(5)`` -> a started Cluster with a leader."""
     lab = Lab(request, tmp_path)
-    request.node.lab = lab  # type: ignore[attr-defined]
+    request.node.lab = lab
     try:
         yield lab
     finally:

@@ -13,7 +13,7 @@ import http.client
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import psutil
@@ -25,10 +25,10 @@ from harness.history import History, OpType
 from harness.invariants import LeaderWatch, gather_logs
 from harness.local import request, wait_for
 from harness.workload import Workload, verify
+from tests.netns.conftest import Lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-Lab = Callable[..., Cluster]
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -287,7 +287,8 @@ def test_membership_change_during_partition(cluster: Lab) -> None:
         c.partition(minority, majority)
         wait_for(lambda: all((s := c.status(n)) and s["leader_id"] is None for n in minority), 30,
                  what="the minority to lose its leader")
-        gone_ns = c.topo.netns(gone)  # type: ignore[union-attr]
+        assert c.topo is not None
+        gone_ns = c.topo.netns(gone)
         gone_pid = c.procs[gone].pid
         c.remove(gone)
         added = c.add()

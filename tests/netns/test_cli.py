@@ -22,8 +22,8 @@ import psutil
 import pytest
 
 from harness import alloc, netns, topology
-from harness.process import node_processes
 from harness.local import wait_for
+from harness.process import node_processes
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,13 @@ from harness import alloc, cleanup, firewall, netns, topology
 from harness.client import Client
 from harness.cluster import Cluster, ClusterError
 from harness.history import History, OpType
-from harness.process import node_processes
 from harness.local import wait_for
+from harness.process import node_processes
 from harness.workload import converge
+from tests.netns.conftest import Lab
 
 pytestmark = pytest.mark.netns
 
-Lab = Callable[..., Cluster]
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = r"""
@@ -68,10 +69,16 @@ def host(c: Cluster, node: str) -> str:
 def probe(c: Cluster, src: str, dst: str, expect: bool) -> bool:
     """Whether an HTTP request from ``src``'s namespace to ``dst``'s node port gets its answer."""
     timeout = PASS_TIMEOUT if expect else FAIL_TIMEOUT
-    r = netns.run_in_netns(c.topo.netns(src),  # type: ignore[union-attr]
+    r = netns.run_in_netns(topo(c).netns(src),
                            [sys.executable, "-I", "-c", PROBE, host(c, dst), str(topology.NODE_PORT), str(timeout)],
                            timeout=timeout + 60)
     return r.returncode == 0
+
+
+def topo(c: Cluster) -> topology.Topology:
+    """The topology of a started cluster."""
+    assert c.topo is not None
+    return c.topo
 
 
 def assert_matrix(c: Cluster, can: Callable[[str, str], bool]) -> None:
@@ -88,7 +95,7 @@ def assert_matrix(c: Cluster, can: Callable[[str, str], bool]) -> None:
 def control_path_up(c: Cluster) -> None:
     """The harness reaches every node (HTTP through the root-side link)."""
     for n in c.nodes:
-        assert wait_for(lambda n=n: c.status(n, timeout=PASS_TIMEOUT), 30, what=f"control path to {n}")
+        assert wait_for(partial(c.status, n, timeout=PASS_TIMEOUT), 30, what=f"control path to {n}")
 
 
 def st(c: Cluster, node: str) -> dict[str, Any]:
@@ -119,10 +126,12 @@ def gone(pid: int) -> bool:
 def root_rules_mention(slot: int, backend: firewall.Backend | None) -> bool:
     """Whether the root namespace's packet filter holds anything of ``slot`` (it never should)."""
     if backend is firewall.Backend.NFT:
-        r = subprocess.run([firewall._which("nft") or "nft", "list", "tables"], capture_output=True, text=True, timeout=30)
+        r = subprocess.run([firewall._which("nft") or "nft", "list", "tables"],
+                           capture_output=True, text=True, timeout=30)
         return topology.nft_table(slot) in r.stdout.split()
     if backend is firewall.Backend.IPTABLES:
-        r = subprocess.run([firewall._which("iptables-save") or "iptables-save", "-t", "filter"], capture_output=True, text=True, timeout=30)
+        r = subprocess.run([firewall._which("iptables-save") or "iptables-save", "-t", "filter"],
+                           capture_output=True, text=True, timeout=30)
         return any(ch in r.stdout for ch in topology.iptables_chains(slot))
     return False
 
@@ -220,16 +229,17 @@ def test_one_way_cut_is_one_way(cluster: Lab) -> None:
 def test_faults_compose_until_heal_restores_everything(cluster: Lab) -> None:
     c = cluster(3)
     a, b, d = c.nodes
+    assert c.backend is not None
     c.cut(a, b)
     c.bridge(d)  # halves [a] and [b]: a <-> b dropped both ways, d sees both
     c.loss(d, 50)
     assert set(c.faults()) == {f"drop {a} -> {b}", f"drop {b} -> {a}", f"loss {d} 50%"}
-    assert all(firewall.installed_rules(c.topo, n, c.backend) for n in (a, b, d))  # type: ignore[arg-type]
+    assert all(firewall.installed_rules(topo(c), n, c.backend) for n in (a, b, d))
     assert not probe(c, a, b, False) and not probe(c, b, a, False)
     c.heal()
     assert c.faults() == []
     for n in c.nodes:
-        assert firewall.installed_rules(c.topo, n, c.backend) is None  # type: ignore[arg-type]
+        assert firewall.installed_rules(topo(c), n, c.backend) is None
     assert_matrix(c, lambda s, d: True)
     assert delivery(c, d, a, 500) >= 0.98
     converge(c, timeout=60)
@@ -252,7 +262,7 @@ def delivery(c: Cluster, src: str, dst: str | None, count: int) -> float:
             s.setsockopt(socket.SOL_SOCKET, 33, 1 << 22)  # SO_RCVBUFFORCE
         except OSError:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-        s.bind((host(c, dst) if dst else c.topo.control_address, UDP_PORT))  # type: ignore[union-attr]
+        s.bind((host(c, dst) if dst else topo(c).control_address, UDP_PORT))
         return s
 
     rx = netns.in_netns(rx_ns, receiver) if rx_ns else receiver()
@@ -369,20 +379,20 @@ def test_add_and_remove_change_the_membership(cluster: Lab) -> None:
     put(c, "k", "v1")
     new = c.add()
     assert new == "n4" and c.nodes == ("n1", "n2", "n3", "n4")
-    assert netns.netns_exists(c.topo.netns(new))  # type: ignore[union-attr]
-    a = alloc.allocation(c.topo.slot)  # type: ignore[union-attr]
-    assert a is not None and c.topo.netns(new) in a.netns  # type: ignore[union-attr]
+    assert netns.netns_exists(topo(c).netns(new))
+    a = alloc.allocation(topo(c).slot)
+    assert a is not None and topo(c).netns(new) in a.netns
     want = {n: True for n in c.nodes}
     wait_for(lambda: all(members_of(c, n) == want for n in c.nodes), 30, what="every node to see n4 as a voter")
     wait_for(lambda: stale_read(c, new, "k") == "v1", 30, what="n4 to catch up")
 
     ld = c.leader(timeout=30)
     victim = next(n for n in c.nodes if n not in (ld, new))
-    pid, ns = c.procs[victim].pid, c.topo.netns(victim)  # type: ignore[union-attr]
+    pid, ns = c.procs[victim].pid, topo(c).netns(victim)
     c.remove(victim)
     assert victim not in c.nodes and victim in c.removed
     assert gone(pid) and not netns.netns_exists(ns)
-    a = alloc.allocation(c.topo.slot)  # type: ignore[union-attr]
+    a = alloc.allocation(topo(c).slot)
     assert a is not None and ns not in a.netns
     want = {n: True for n in c.nodes}
     wait_for(lambda: all(members_of(c, n) == want for n in c.nodes), 30, what=f"every node to drop {victim}")
@@ -408,7 +418,7 @@ def test_destroy_after_every_kind_of_fault_leaves_nothing(tmp_path: Path) -> Non
         c.pause("n3")
         c.link_down("n4")
         c.kill("n2")
-        slot, backend = c.topo.slot, c.backend  # type: ignore[union-attr]
+        slot, backend = topo(c).slot, c.backend
         pids = [p.pid for p in c.procs.values()]
         assert len(netns.slot_netns(slot)) == 5
         assert node_processes(tmp_path) != []
@@ -424,7 +434,7 @@ def test_an_exception_inside_the_with_block_leaves_nothing(tmp_path: Path) -> No
     with pytest.raises(RuntimeError, match="boom"):
         with Cluster(2, workdir=tmp_path / "c", name=name) as c:
             c.isolate("n1")
-            seen.update(slot=c.topo.slot, backend=c.backend, pids=[p.pid for p in c.procs.values()])  # type: ignore[union-attr]
+            seen.update(slot=topo(c).slot, backend=c.backend, pids=[p.pid for p in c.procs.values()])
             raise RuntimeError("boom")
     assert_nothing_left(seen["slot"], name, tmp_path, seen["pids"], seen["backend"])
 
@@ -457,20 +467,21 @@ def test_clean_removes_a_sigkilled_owners_cluster_and_leaves_a_live_one(cluster:
         owner.wait(30)
         # what a crash leaves: nodes still running in namespaces nobody owns
         assert all(not gone(p) for p in pids)
-        assert netns.slot_netns(slot) and alloc.allocation(slot) is not None
-        assert not alloc.owner_alive(alloc.allocation(slot))  # type: ignore[arg-type]
+        held = alloc.allocation(slot)
+        assert netns.slot_netns(slot) and held is not None
+        assert not alloc.owner_alive(held)
 
         report = cleanup.clean(sweep_orphans=False)  # only recorded clusters: other tests' orphans are theirs
-        assert live.topo.slot in report.kept  # type: ignore[union-attr]
+        assert topo(live).slot in report.kept
         assert slot not in report.kept
         # (a clean of a parallel test may have been first; either way it is all gone)
         assert_nothing_left(slot, name, wd, pids, firewall.Backend(info["backend"]))
         # the live owner's cluster is untouched and works
-        assert netns.netns_exists(live.topo.netns("n1")) and alloc.allocation(live.topo.slot) is not None  # type: ignore[union-attr]
+        assert netns.netns_exists(topo(live).netns("n1")) and alloc.allocation(topo(live).slot) is not None
         assert live.procs["n1"].is_alive() and live.status("n1", timeout=PASS_TIMEOUT)
         assert live.http("n1", "PUT", "/v1/kv/x", {"value": "still here"}, timeout=10).status == 200
         again = cleanup.clean(sweep_orphans=False)
-        assert slot not in again.slots and live.topo.slot in again.kept  # type: ignore[union-attr]
+        assert slot not in again.slots and topo(live).slot in again.kept
     finally:
         with contextlib.suppress(ProcessLookupError):
             owner.kill()

@@ -565,7 +565,8 @@ def test_detached_process_is_managed_through_psutil(net: Net, tmp_path: Path) ->
 def test_spawn_logs_and_runs_in_its_own_session(net: Net, tmp_path: Path) -> None:
     log = tmp_path / "hello.log"
     log.write_bytes(b"earlier\n")
-    script = "import os, socket; print('hi', os.getsid(0) == os.getpid(), flush=True); import sys; print('err', file=sys.stderr)"
+    script = ("import os, socket; print('hi', os.getsid(0) == os.getpid(), flush=True);"
+              " import sys; print('err', file=sys.stderr)")
     p = process.spawn(net.topo.netns("n1"), [sys.executable, "-c", script], log)
     assert p.wait(30)
     assert p.exit_code == 0

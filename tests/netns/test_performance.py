@@ -16,6 +16,7 @@ runs on a 2-core machine next to other tests.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import os
 import time
@@ -32,10 +33,10 @@ from harness.invariants import LeaderWatch
 from harness.local import wait_for
 from harness.report import buckets
 from harness.workload import Workload, verify
+from tests.netns.conftest import Lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-Lab = Callable[..., Cluster]
 
 ROOT = Path(__file__).resolve().parents[2]
 PHASE_S = 3.0  # at least this long before, during and after the fault
@@ -54,7 +55,8 @@ def perf_dir(test_name: str) -> Path:
 
 
 def is_ok_write(o: Operation) -> bool:
-    return o.status == "ok" and o.ret is not None and (o.f in ("write", "delete") or (o.f == "cas" and o.output is True))
+    return (o.status == "ok" and o.ret is not None
+            and (o.f in ("write", "delete") or (o.f == "cas" and o.output is True)))
 
 
 @dataclass
@@ -74,9 +76,9 @@ def rate(ops: Sequence[Operation], a: float, b: float) -> float:
 def unavailability(ops: Sequence[Operation], fault: float, heal: float) -> tuple[float, float, float]:
     """The longest gap between consecutive acknowledged writes (by completion
     time) among the gaps that overlap [fault, heal]: (seconds, from, to)."""
-    done = sorted(o.ret for o in ops if is_ok_write(o))  # type: ignore[misc]
+    done = sorted(o.ret for o in ops if o.ret is not None and is_ok_write(o))
     best = (0.0, fault, fault)
-    for a, b in zip(done, done[1:]):
+    for a, b in itertools.pairwise(done):
         if b >= fault and a <= heal and b - a > best[0]:
             best = (b - a, a, b)
     return best
@@ -84,8 +86,8 @@ def unavailability(ops: Sequence[Operation], fault: float, heal: float) -> tuple
 
 def recovery(ops: Sequence[Operation], fault: float) -> float | None:
     """Seconds from the fault being in place to the first acknowledged write invoked after that."""
-    after = [o.ret for o in ops if is_ok_write(o) and o.call >= fault]
-    return min(after) - fault if after else None  # type: ignore[type-var,operator]
+    after = [o.ret for o in ops if o.ret is not None and is_ok_write(o) and o.call >= fault]
+    return min(after) - fault if after else None
 
 
 def measure(history: History, m: Marks) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from harness.cluster import Cluster
 from harness.local import wait_for
 from harness.process import node_processes
 from harness.workload import verify
+from tests.netns.conftest import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,7 @@ def went_back(before: dict[str, tuple[int, Any]], after: dict[str, tuple[int, An
     return out
 
 
-def test_twenty_whole_cluster_power_cuts_under_write_load(cluster) -> None:  # type: ignore[no-untyped-def]
+def test_twenty_whole_cluster_power_cuts_under_write_load(cluster: Lab) -> None:
     c = cluster(3, power=True)
     problems: list[str] = []
     with cluster.workload(c, clients=4, keys=3) as w:
@@ -68,7 +69,7 @@ def test_twenty_whole_cluster_power_cuts_under_write_load(cluster) -> None:  # t
     assert sum(1 for e in c.events if e.text == "power cut all") == 20
 
 
-def test_power_cut_of_the_leader_with_a_batch_in_flight(cluster) -> None:  # type: ignore[no-untyped-def]
+def test_power_cut_of_the_leader_with_a_batch_in_flight(cluster: Lab) -> None:
     c = cluster(3, power=True)
     with cluster.workload(c, clients=24, keys=5) as w:
         w.wait_ops(200, timeout=60)  # 24 concurrent clients: a batch is always being written
@@ -87,7 +88,7 @@ def test_power_cut_of_the_leader_with_a_batch_in_flight(cluster) -> None:  # typ
     assert v.ok, v.explain()
 
 
-def test_power_cut_of_a_follower_that_acknowledged_entries(cluster) -> None:  # type: ignore[no-untyped-def]
+def test_power_cut_of_a_follower_that_acknowledged_entries(cluster: Lab) -> None:
     """The follower's acknowledgement was the only one besides the leader's; then the leader
     goes too, and the follower's disk alone must carry every committed entry."""
     c = cluster(3, power=True)
@@ -113,7 +114,7 @@ def test_power_cut_of_a_follower_that_acknowledged_entries(cluster) -> None:  # 
     assert node_processes(c.workdir) == [] and powerfs_processes(c.workdir) == []
 
 
-def test_without_fsync_power_cuts_lose_acknowledged_writes(cluster) -> None:  # type: ignore[no-untyped-def]
+def test_without_fsync_power_cuts_lose_acknowledged_writes(cluster: Lab) -> None:
     """The fault bites: this test FAILS if no acknowledged write is lost."""
     c = cluster(3, power=True, node_env={"RAFTNET_UNSAFE_NO_FSYNC": "1"})
     with cluster.workload(c, clients=4, keys=3) as w:
@@ -185,7 +186,7 @@ def test_clean_removes_what_a_crashed_power_cluster_left(tmp_path: Path) -> None
         cleanup.clean(sweep_orphans=False)
 
 
-def test_single_node_power_cuts_across_snapshots(cluster) -> None:  # type: ignore[no-untyped-def]
+def test_single_node_power_cuts_across_snapshots(cluster: Lab) -> None:
     """Seeded single-node cuts (the leader half the time) while the nodes compact their logs
     every 50 entries: snapshots and the compaction they allow must be durable too."""
     import random

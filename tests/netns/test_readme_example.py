@@ -3,11 +3,12 @@
 import pytest
 
 from harness.workload import verify
+from tests.netns.conftest import Lab
 
 pytestmark = pytest.mark.netns
 
 
-def test_minority_leader_cannot_commit(cluster):
+def test_minority_leader_cannot_commit(cluster: Lab) -> None:
     c = cluster(5)                                     # 5 nodes in namespaces, a leader elected
     old = c.leader()
     rest = [n for n in c.nodes if n != old]

@@ -22,6 +22,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -73,9 +74,12 @@ def run_ops(c: Cluster, h: History, node: str, calls: Sequence[tuple[str, str, s
 
 def write(c: Cluster, h: History, items: dict[str, str], node: str | None = None, timeout: float = 30.0) -> None:
     """Write every item (recorded); a write that fails is tried again until acknowledged."""
+
+    def acknowledged(k: str, v: str) -> bool:
+        return run_ops(c, h, node or c.leader(timeout=15), [("write", k, v)])[0].type is OpType.OK
+
     for k, v in items.items():
-        wait_for(lambda: run_ops(c, h, node or c.leader(timeout=15), [("write", k, v)])[0].type is OpType.OK,
-                 timeout, interval=0.1, what=f"write {k}={v} acknowledged")
+        wait_for(partial(acknowledged, k, v), timeout, interval=0.1, what=f"write {k}={v} acknowledged")
 
 
 def read(c: Cluster, h: History, node: str, keys: Sequence[str], timeout: float = 30.0) -> dict[str, Any]:
@@ -83,7 +87,7 @@ def read(c: Cluster, h: History, node: str, keys: Sequence[str], timeout: float 
 
     def once() -> dict[str, Any] | None:
         outs = run_ops(c, h, node, [("read", k, None) for k in keys])
-        return {k: o.value for k, o in zip(keys, outs)} if all(o.type is OpType.OK for o in outs) else None
+        return {k: o.value for k, o in zip(keys, outs, strict=True)} if all(o.type is OpType.OK for o in outs) else None
 
     return wait_for(once, timeout, interval=0.1, what=f"reads of {list(keys)} through {node}")
 
@@ -113,6 +117,7 @@ def refused(c: Cluster, h: History, node: str, key: str, timeout: float = 30.0) 
 
 def resend(c: Cluster, node: str, cmd: dict[str, Any]) -> Response:
     """Send a logged command again, with its X-Client-Id / X-Request-Seq."""
+    body: dict[str, Any] | None
     path, method, body = f"/v1/kv/{cmd['key']}", "PUT", {"value": cmd.get("value")}
     if cmd["op"] == "delete":
         method, body = "DELETE", None
@@ -132,8 +137,8 @@ def agreed(c: Cluster, timeout: float = 30.0) -> str:
     """Wait until every node answers with one term and one leader, which alone leads; return it."""
 
     def one() -> str | None:
-        sts = [c.status(n) for n in c.nodes]
-        if not all(sts) or len({(s["term"], s["leader_id"]) for s in sts}) != 1:
+        sts = [s for n in c.nodes if (s := c.status(n))]
+        if len(sts) != len(c.nodes) or len({(s["term"], s["leader_id"]) for s in sts}) != 1:
             return None
         leaders = [s["id"] for s in sts if s["role"] == "leader"]
         return leaders[0] if leaders == [sts[0]["leader_id"]] else None
@@ -143,7 +148,10 @@ def agreed(c: Cluster, timeout: float = 30.0) -> str:
 
 def caught_up(c: Cluster, node: str, timeout: float = 30.0) -> None:
     """Wait until ``node`` applied what the leader had committed when asked."""
-    target = c.status(c.leader(timeout=15))["commit_index"]
+    leader = c.leader(timeout=15)
+    status = c.status(leader)
+    assert status is not None, f"{leader} leads but did not answer"
+    target = status["commit_index"]
     wait_for(lambda: (c.status(node) or {}).get("last_applied", -1) >= target, timeout, interval=0.1,
              what=f"{node} to apply up to {target}")
 
@@ -443,7 +451,7 @@ def test_rapid_leader_changes(cluster: Any) -> None:
             c.kill(leaders[-1])
             leaders.append(c.leader(among=others(c, leaders[-1]), timeout=15))
             c.restart(leaders[-2])
-        assert all(a != b for a, b in zip(leaders, leaders[1:])), leaders
+        assert all(a != b for a, b in itertools.pairwise(leaders)), leaders
         agreed(c)  # stabilises
         w.wait_ops(30)
     v = verify(c, w.history, w.keys, lw.samples)

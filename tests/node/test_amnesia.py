@@ -18,7 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from tests.node.localcluster import ROOT, LocalCluster, Node, wait_for
+from tests.node.localcluster import ROOT, LocalCluster, MakeCluster, Node, wait_for
 
 
 def hold(check: Callable[[], None], seconds: float, interval: float = 0.05) -> None:
@@ -58,7 +58,7 @@ def recorded(c: LocalCluster, via: Node) -> bool:
     return len(incs) == len(c.nodes) and all(incs.values())
 
 
-def test_a_wiped_node_restarted_with_peers_is_refused_and_its_vote_never_counts(local_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_a_wiped_node_restarted_with_peers_is_refused_and_its_vote_never_counts(local_cluster: MakeCluster) -> None:
     c: LocalCluster = local_cluster(3)
     for i in range(10):
         assert c.put(f"k{i}", f"v{i}").status == 200
@@ -97,7 +97,7 @@ def test_a_wiped_node_restarted_with_peers_is_refused_and_its_vote_never_counts(
     assert victim.status()["role"] != "leader" and c.leader().id == new.id
 
 
-def test_a_wiped_member_cannot_join_again_until_removed(local_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_a_wiped_member_cannot_join_again_until_removed(local_cluster: MakeCluster) -> None:
     c: LocalCluster = local_cluster(3)
     for i in range(10):
         assert c.put(f"k{i}", f"v{i}").status == 200

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import re
 import uuid
+from functools import partial
+from typing import Any
 
 import pytest
 
 from tests.node.conftest import kv
-from tests.node.localcluster import LocalCluster, Node, wait_for
+from tests.node.localcluster import LocalCluster, MakeCluster, Node, Response, wait_for
 
 STATUS_FIELDS = {"id", "role", "term", "leader_id", "commit_index", "last_applied", "last_log_index",
                  "snapshot_index", "members"}
@@ -29,7 +31,11 @@ def a_follower(c: LocalCluster) -> tuple[Node, Node]:
     return leader, follower
 
 
-def assert_error(r, status: int, code: str) -> None:  # type: ignore[no-untyped-def]
+def has_state(node: Node, key: str, expected: dict[str, Any]) -> bool:
+    return bool(node.stale(key).body == expected)
+
+
+def assert_error(r: Response, status: int, code: str) -> None:
     assert r.status == status, (r.status, r.body)
     assert isinstance(r.body, dict), r.body
     assert r.body["error"] == code, r.body
@@ -44,9 +50,9 @@ def test_write_then_linearizable_read_on_leader_and_stale_read_everywhere(shared
     assert w.status == 200 and isinstance(w.body["index"], int) and w.body["index"] > 0, w.body
     r = c.call("GET", kv(key))  # linearizable, on the leader
     assert (r.status, r.body) == (200, {"value": "v1", "index": w.body["index"]})
+    v1 = {"value": "v1", "index": w.body["index"]}
     for n in c.live():
-        wait_for(lambda n=n: n.stale(key).body == {"value": "v1", "index": w.body["index"]}, 10,
-                 what=f"{key} replicated to {n.id}")
+        wait_for(partial(has_state, n, key, v1), 10, what=f"{key} replicated to {n.id}")
     w2 = c.call("PUT", kv(key), {"value": "v2"})
     assert w2.status == 200 and w2.body["index"] > w.body["index"]
     assert c.call("GET", kv(key)).body == {"value": "v2", "index": w2.body["index"]}
@@ -132,8 +138,8 @@ def test_key_of_1024_bytes_is_accepted_and_1025_bytes_is_400(shared_cluster: Loc
     leader = c.leader()
     for key in (tag + "k" * (1025 - len(tag)), tag + "é" * ((1024 - len(tag)) // 2) + "k"):
         assert len(key.encode()) == 1025
-        for method, path, body in (("PUT", kv(key), {"value": "x"}), ("GET", kv(key), None),
-                                   ("DELETE", kv(key), None), ("POST", kv(key) + "/cas", {"expect": None, "value": "x"})):
+        for method, path, body in (("PUT", kv(key), {"value": "x"}), ("GET", kv(key), None), ("DELETE", kv(key), None),
+                                   ("POST", kv(key) + "/cas", {"expect": None, "value": "x"})):
             assert_error(leader.request(method, path, body), 400, "bad_request")
 
 
@@ -177,7 +183,8 @@ def test_members_lists_the_configuration_on_every_node(shared_cluster: LocalClus
         assert sorted(r.body["members"], key=lambda m: m["id"]) == expected
 
 
-SAMPLE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"]*\"(,[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"]*\")*\})?"
+SAMPLE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*"
+                    r"(\{[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"]*\"(,[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"]*\")*\})?"
                     r" (-?[0-9.]+([eE][-+]?[0-9]+)?|[-+]Inf|NaN)( -?[0-9]+)?$")
 
 
@@ -316,7 +323,7 @@ def test_wrong_method_is_405_json(shared_cluster: LocalCluster) -> None:
 
 
 # ---------------------------------------------------------------------- values that must not hurt
-def test_a_value_with_a_lone_surrogate_is_refused_or_stored_but_never_fatal(local_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_a_value_with_a_lone_surrogate_is_refused_or_stored_but_never_fatal(local_cluster: MakeCluster) -> None:
     c: LocalCluster = local_cluster(1)
     leader = c.leader(timeout=20)
     r = leader.request("PUT", kv("poison"), raw=b'{"value": "a\\ud800b"}', timeout=30)

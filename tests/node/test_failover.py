@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 
 import pytest
 
 from tests.node.conftest import kv
-from tests.node.localcluster import LocalCluster, Node, Response, request, wait_for
+from tests.node.localcluster import LocalCluster, MakeCluster, Node, Response, request, serves, wait_for
 
 
 def assert_all_present(c: LocalCluster, acked: dict[str, str]) -> None:
@@ -36,7 +37,7 @@ def session(client: str, seq: int) -> dict[str, str]:
     return {"X-Client-Id": client, "X-Request-Seq": str(seq)}
 
 
-def test_sigkill_of_the_leader_then_restart_then_sigterm(local_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_sigkill_of_the_leader_then_restart_then_sigterm(local_cluster: MakeCluster) -> None:
     c: LocalCluster = local_cluster(3)
     acked = {}
     for i in range(20):
@@ -88,13 +89,12 @@ def test_sigkill_of_the_leader_then_restart_then_sigterm(local_cluster) -> None:
         c.start(node.id)
         for key in ("k0", "k39", "once"):
             assert node.stale(key).body["value"] == acked[key]  # from its own data dir, at once
-        wait_for(lambda node=node: node.stale(f"while-{node.id}-away").status == 200, 20,
-                 what=f"{node.id} to catch up")
+        wait_for(partial(serves, node, f"while-{node.id}-away"), 20, what=f"{node.id} to catch up")
     assert_all_present(c, acked)
 
 
 @pytest.mark.slow
-def test_five_nodes_write_with_three_alive_and_refuse_with_two(local_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_five_nodes_write_with_three_alive_and_refuse_with_two(local_cluster: MakeCluster) -> None:
     c: LocalCluster = local_cluster(5)
     acked: dict[str, str] = {}
 
@@ -186,7 +186,7 @@ class Writer(threading.Thread):
 
 
 @pytest.mark.slow
-def test_sigkill_of_every_node_under_load_loses_no_acknowledged_write(local_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_sigkill_of_every_node_under_load_loses_no_acknowledged_write(local_cluster: MakeCluster) -> None:
     c: LocalCluster = local_cluster(3)
     c.leader()
     stop = threading.Event()

@@ -5,11 +5,16 @@ learners never stand in for two lost voters."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from node.raft import Member, Membership, NodeId
 from node.storage import SqliteStorage
 from tests.node.conftest import kv
-from tests.node.localcluster import LocalCluster, Node, wait_for
+from tests.node.localcluster import LocalCluster, MakeCluster, Node, serves, wait_for
+
+
+def follows(node: Node, leader: Node) -> bool:
+    return bool(node.status()["leader_id"] == leader.id)
 
 
 def members(node: Node) -> dict[str, bool]:
@@ -23,7 +28,7 @@ def metrics(node: Node) -> dict[str, float]:
     return {ln.split(" ")[0]: float(ln.split(" ")[1]) for ln in text.splitlines() if ln and not ln.startswith("#")}
 
 
-def test_a_node_started_with_join_becomes_a_voter_with_the_data(local_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_a_node_started_with_join_becomes_a_voter_with_the_data(local_cluster: MakeCluster) -> None:
     # compacted early, no catch-up entries kept: the newcomer can only come through InstallSnapshot
     c: LocalCluster = local_cluster(3, ["--snapshot-every", "20", "--snapshot-catchup-entries", "0"])
     data = {f"k{i}": f"v{i}" for i in range(30)}
@@ -57,7 +62,7 @@ def test_a_node_started_with_join_becomes_a_voter_with_the_data(local_cluster) -
              what="n4 gone from every configuration")
 
 
-def test_remove_a_follower_then_the_leader_itself(local_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_remove_a_follower_then_the_leader_itself(local_cluster: MakeCluster) -> None:
     c: LocalCluster = local_cluster(4)
     data = {f"k{i}": f"v{i}" for i in range(10)}
     for k, v in data.items():
@@ -97,12 +102,12 @@ def test_remove_a_follower_then_the_leader_itself(local_cluster) -> None:  # typ
     # the removed leader leads nothing any more; the others follow the new one
     wait_for(lambda: c.nodes[leader.id].status()["role"] != "leader", 10, what="the removed leader to step down")
     for i in rest:
-        wait_for(lambda i=i: c.nodes[i].status()["leader_id"] == new.id, 10, what=f"{i} to follow {new.id}")
+        wait_for(partial(follows, c.nodes[i], new), 10, what=f"{i} to follow {new.id}")
     # the two of them are a majority of their configuration, not of the old one
     assert c.nodes[leader.id].request("PUT", kv("via-removed"), {"value": "z"}).status != 200
 
 
-def test_two_learners_do_not_replace_two_lost_voters(local_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_two_learners_do_not_replace_two_lost_voters(local_cluster: MakeCluster) -> None:
     # 3 voters + 2 healthy learners, bootstrapped that way in every data dir (a restart
     # takes its membership from the data dir, not from --peers). With 2 voters killed,
     # the leader and the learners are 3 of 5 members: counting learners in a quorum
@@ -120,7 +125,7 @@ def test_two_learners_do_not_replace_two_lost_voters(local_cluster) -> None:  # 
     assert members(leader) == {"n1": True, "n2": True, "n3": True, "n4": False, "n5": False}
     assert c.put("before", "1").status == 200
     for name in learners:
-        wait_for(lambda name=name: c.nodes[name].stale("before").status == 200, 10, what=f"{name} to get the write")
+        wait_for(partial(serves, c.nodes[name], "before"), 10, what=f"{name} to get the write")
     for name in voters:
         if name != leader.id:
             c.kill(name)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 import socket
 import uuid
+from functools import partial
 from typing import Any
 
 import pytest
 
 from tests.node.conftest import kv
-from tests.node.localcluster import LocalCluster, Node, wait_for
+from tests.node.localcluster import LocalCluster, Node, serves, wait_for
 
 
 def append_entries(src: str, dst: str, **over: Any) -> dict[str, Any]:
@@ -29,7 +30,7 @@ def still_healthy(c: LocalCluster, key: str, value: str) -> None:
     assert (r.status, r.body["value"]) == (200, value), r.body
     assert c.call("PUT", kv(key + "-after"), {"value": "ok"}).status == 200
     for n in c.live():
-        wait_for(lambda n=n: n.stale(key + "-after").status == 200, 10, what=f"replication to {n.id}")
+        wait_for(partial(serves, n, key + "-after"), 10, what=f"replication to {n.id}")
 
 
 @pytest.fixture

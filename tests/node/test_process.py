@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.node.conftest import kv
-from tests.node.localcluster import ROOT, LocalCluster, free_port
+from tests.node.localcluster import ROOT, LocalCluster, MakeCluster, free_port
 
 
 def run_node(args: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -105,7 +105,7 @@ def test_a_corrupt_data_dir_exits_2(tmp_path: Path, damage: str) -> None:
     assert_exit_2_with_one_line(run_node(base(tmp_path)))
 
 
-def test_data_dir_ownership_locking_address_in_use_and_sigterm(local_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_data_dir_ownership_locking_address_in_use_and_sigterm(local_cluster: MakeCluster, tmp_path: Path) -> None:
     c: LocalCluster = local_cluster(1)
     n1 = c.nodes["n1"]
     assert c.put("k", "v", timeout=20).status == 200

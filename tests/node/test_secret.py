@@ -3,13 +3,15 @@ peers authenticate each other with it, and the cluster works as usual."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from tests.node.conftest import kv
-from tests.node.localcluster import LocalCluster, request, wait_for
+from tests.node.localcluster import LocalCluster, MakeCluster, request, serves, wait_for
 
 
-def test_wrong_or_missing_secret_is_403_and_the_cluster_works_with_it(local_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_or_missing_secret_is_403_and_the_cluster_works_with_it(local_cluster: MakeCluster,
+                                                                     tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("s3cr3t-value\n")
     c: LocalCluster = local_cluster(3, ["--secret-file", str(secret)])
@@ -17,7 +19,7 @@ def test_wrong_or_missing_secret_is_403_and_the_cluster_works_with_it(local_clus
     assert c.put("k", "v", timeout=20).status == 200
     leader = c.leader()
     for n in c.followers(leader):
-        wait_for(lambda n=n: n.stale("k").status == 200, 10, what=f"replication to {n.id}")
+        wait_for(partial(serves, n, "k"), 10, what=f"replication to {n.id}")
     cluster_id = leader.status()["cluster_id"]
     bad_headers = [
         {},
@@ -55,4 +57,4 @@ def test_wrong_or_missing_secret_is_403_and_the_cluster_works_with_it(local_clus
     assert len(leader.request("GET", "/v1/members").body["members"]) == 3
     assert c.put("k2", "v2").status == 200
     for n in c.live():
-        wait_for(lambda n=n: n.stale("k2").status == 200, 10, what=f"replication to {n.id}")
+        wait_for(partial(serves, n, "k2"), 10, what=f"replication to {n.id}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ def test_concurrent_duplicates_are_applied_once(shared_cluster: LocalCluster) ->
     client, key = f"client-{uuid.uuid4().hex[:8]}", f"dup-{uuid.uuid4().hex[:8]}"
     leader = c.leader()
 
-    def send(_: int) -> tuple[int, object]:
+    def send(_: int) -> tuple[int, Any]:
         r = leader.request("POST", kv(key) + "/cas", {"expect": None, "value": "only-once"},
                            headers=session(client, 1))
         return r.status, r.body
@@ -52,7 +53,7 @@ def test_concurrent_duplicates_are_applied_once(shared_cluster: LocalCluster) ->
         answers = list(pool.map(send, range(6)))
     assert {a[0] for a in answers} == {200}, answers
     assert len({str(a[1]) for a in answers}) == 1, answers  # one outcome, the same for all
-    index = answers[0][1]["index"]  # type: ignore[index]
+    index = answers[0][1]["index"]
     assert c.call("GET", kv(key)).body == {"value": "only-once", "index": index}
 
 

@@ -3,12 +3,13 @@ data dir that holds a snapshot, and followers that fall far behind."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.node.conftest import kv
-from tests.node.localcluster import LocalCluster, wait_for
+from tests.node.localcluster import LocalCluster, MakeCluster, Node, wait_for
 
 ODD_VALUES = {
     "empty": "",
@@ -48,7 +49,7 @@ def write_workload(c: LocalCluster, n: int, writers: int = 4) -> dict[str, str |
     return expected
 
 
-def assert_state(node, expected: dict[str, str | None]) -> None:  # type: ignore[no-untyped-def]
+def assert_state(node: Node, expected: Mapping[str, str | None]) -> None:
     for k, v in expected.items():
         r = node.stale(k)
         if v is None:
@@ -58,7 +59,7 @@ def assert_state(node, expected: dict[str, str | None]) -> None:  # type: ignore
 
 
 @pytest.mark.slow
-def test_a_follower_behind_the_compacted_log_is_restored_by_install_snapshot(local_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_a_follower_behind_the_compacted_log_is_restored_by_install_snapshot(local_cluster: MakeCluster) -> None:
     # few catch-up entries: 300 writes behind is beyond them
     c: LocalCluster = local_cluster(3, ["--snapshot-every", "50", "--snapshot-catchup-entries", "20"])
     leader = c.leader()
@@ -100,7 +101,7 @@ def test_a_follower_behind_the_compacted_log_is_restored_by_install_snapshot(loc
         assert_state(n, expected)
 
 
-def test_a_follower_behind_by_megabytes_of_log_catches_up(local_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_a_follower_behind_by_megabytes_of_log_catches_up(local_cluster: MakeCluster) -> None:
     c: LocalCluster = local_cluster(3)
     leader = c.leader()
     follower = c.followers(leader)[0]
@@ -121,7 +122,7 @@ def test_a_follower_behind_by_megabytes_of_log_catches_up(local_cluster) -> None
     assert_state(follower, expected)
 
 
-def snapshots_sent(node) -> float:  # type: ignore[no-untyped-def]
+def snapshots_sent(node: Node) -> float:
     text = node.request("GET", "/metrics").body
     (line,) = [ln for ln in text.splitlines() if ln.startswith("raftnet_snapshots_sent_total ")]
     return float(line.split()[1])
@@ -129,7 +130,7 @@ def snapshots_sent(node) -> float:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(("keep", "via_snapshot"), [("1000", False), ("0", True)],
                          ids=["catch-up-entries", "none-kept"])
-def test_a_follower_down_briefly_catches_up_from_the_kept_entries(local_cluster, keep: str,  # type: ignore[no-untyped-def]
+def test_a_follower_down_briefly_catches_up_from_the_kept_entries(local_cluster: MakeCluster, keep: str,
                                                                   via_snapshot: bool) -> None:
     # the leader compacts every 20 entries; the follower misses 60. With 1000 catch-up entries
     # kept it gets them by AppendEntries: the leader sends no InstallSnapshot (its metric says

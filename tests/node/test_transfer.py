@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from tests.node.conftest import kv
-from tests.node.localcluster import LocalCluster, Node, wait_for
+from tests.node.localcluster import LocalCluster, Node, Response, wait_for
 
 
 def all_agree(c: LocalCluster, leader_id: str) -> bool:
@@ -12,7 +14,7 @@ def all_agree(c: LocalCluster, leader_id: str) -> bool:
         (st["role"] == "leader") == (st["id"] == leader_id) for st in sts) and len({st["term"] for st in sts}) == 1
 
 
-def transfer(node: Node, body: object):  # type: ignore[no-untyped-def]
+def transfer(node: Node, body: object) -> Response:
     """POST /v1/leader/transfer; a 503 ("did not move in time", e.g. on a starved machine) is retried."""
     for _ in range(3):
         r = node.request("POST", "/v1/leader/transfer", body)
@@ -47,11 +49,12 @@ def test_leadership_transfer(shared_cluster: LocalCluster) -> None:
     assert (r.status, r.body["error"]) == (400, "bad_request"), r.body
     assert c.leader().id == target.id
     # without "to": some other voter, with or without a body
+    body: dict[str, object] | None
     for body in ({}, None):
         cur: Node = c.leader()
         r = transfer(cur, body)
         assert r.status == 200, r.body
         new = r.body["leader"]
         assert new != cur.id and new in c.nodes
-        wait_for(lambda new=new: all_agree(c, new), 10, what=f"every node to follow {new}")
+        wait_for(partial(all_agree, c, new), 10, what=f"every node to follow {new}")
     assert c.call("PUT", kv("after-transfers"), {"value": "y"}).status == 200

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.node.conftest import kv
-from tests.node.localcluster import LocalCluster, Node, Response, wait_for
+from tests.node.localcluster import LocalCluster, MakeCluster, Node, Response, wait_for
 
 
 class Background(threading.Thread):
@@ -35,7 +35,7 @@ class Background(threading.Thread):
 
 
 @pytest.mark.slow
-def test_503_when_no_leader_is_known_and_504_when_a_proposal_cannot_commit(local_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_503_when_no_leader_is_known_and_504_when_a_proposal_cannot_commit(local_cluster: MakeCluster) -> None:
     # long election timeouts: the leader keeps leading for a second after losing its followers
     c: LocalCluster = local_cluster(3, ["--election-timeout-ms", "1000:2000"])
     assert c.put("before", "1", timeout=20).status == 200
@@ -82,7 +82,7 @@ def test_503_when_no_leader_is_known_and_504_when_a_proposal_cannot_commit(local
     assert survivor.request("GET", kv("after")).status == 503
 
 
-def test_sigstop_of_the_leader_then_of_a_leaders_followers(local_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_sigstop_of_the_leader_then_of_a_leaders_followers(local_cluster: MakeCluster) -> None:
     c: LocalCluster = local_cluster(3)
     assert c.put("k", "old").status == 200
     old = c.leader()
@@ -128,8 +128,8 @@ def test_sigstop_of_the_leader_then_of_a_leaders_followers(local_cluster) -> Non
     try:
         write = Background(leader, "PUT", kv("k2"), {"value": "isolated"}, timeout=30)
         write.start()
-        read = leader.request("GET", kv("k"), timeout=30)
-        assert read.status in (307, 503), f"an isolated leader served a linearizable read: {read.body}"
+        got = leader.request("GET", kv("k"), timeout=30)
+        assert got.status in (307, 503), f"an isolated leader served a linearizable read: {got.body}"
         wait_for(lambda: leader.status()["role"] != "leader", 10, what="the isolated leader to step down")
         refused = []
         for _ in range(3):

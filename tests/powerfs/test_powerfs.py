@@ -10,11 +10,13 @@ import os
 import random
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from harness.local import wait_for
+from harness.process import NodeProcess
 
 from .conftest import Disk, fsync_path, write
 
@@ -116,6 +118,10 @@ def _acked(log: Path) -> int:
     return int(lines[-1]) if lines else 0
 
 
+def _acked_or_dead(log: Path, target: int, p: NodeProcess) -> bool:
+    return _acked(log) >= target or not p.is_alive()
+
+
 def _rows(disk: Disk, log: Path) -> tuple[int, str]:
     """Rows and integrity_check of the database, read by SQLite inside the mount namespace."""
     p = disk.spawn([sys.executable, str(WRITER), str(disk.inside("db.sqlite")), "count"], log)
@@ -133,8 +139,7 @@ def _sqlite_cycles(disk: Disk, sync: str, cycles: int, seed: int) -> list[tuple[
         log = disk.tmp / f"writer{i}.log"
         p = disk.spawn([sys.executable, str(WRITER), str(disk.inside("db.sqlite")), sync], log)
         target = acked + rng.randint(1, 60)
-        wait_for(lambda log=log, target=target, p=p: _acked(log) >= target or not p.is_alive(), 30,  # type: ignore[misc]
-                 what=f"{target} commits")
+        wait_for(partial(_acked_or_dead, log, target, p), 30, what=f"{target} commits")
         assert p.is_alive(), log.read_text()
         disk.cut()
         acked = max(acked, _acked(log))
@@ -160,6 +165,6 @@ def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "harness.powerfs", "--store", str(tmp_path / "s"),
                         str(tmp_path / "missing")], check=False, capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    r = subprocess.run([sys.executable, "-m", "harness.powerfs", str(tmp_path)], check=False, capture_output=True, text=True,
-                       timeout=30)
+    r = subprocess.run([sys.executable, "-m", "harness.powerfs", str(tmp_path)], check=False, capture_output=True,
+                       text=True, timeout=30)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--store" in r.stderr, r.stderr

@@ -294,7 +294,7 @@ class Bed:
         self.storage = HeldStorage(self.store, self.fsm, self.events)
         self.transport = RecordingTransport(self.storage, self.events)
         self.cfg = config(snapshot_every=snapshot_every, request_timeout_s=request_timeout_s)
-        self.rt = Runtime(self.cfg, self.storage, self.fsm, state, transport=self.transport,  # type: ignore[arg-type]
+        self.rt = Runtime(self.cfg, self.storage, self.fsm, state, transport=self.transport,
                           clock=self.clock, rng=random.Random(seed))
         self.core = self.rt.core
 

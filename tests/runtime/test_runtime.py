@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -23,6 +24,7 @@ from node.raft import (
     InstallSnapshot,
     Member,
     Membership,
+    Message,
     NodeId,
     RequestVote,
     RequestVoteReply,
@@ -66,7 +68,8 @@ def _heartbeat_new_term() -> AppendEntries:
         pytest.param(_heartbeat_new_term, AppendEntriesReply, id="heartbeat-new-term"),
     ],
 )
-def test_follower_reply_waits_for_the_save_that_covers_it(inbound, reply_type) -> None:
+def test_follower_reply_waits_for_the_save_that_covers_it(inbound: Callable[[], Message],
+                                                          reply_type: type[Message]) -> None:
     async def scenario() -> None:
         async with Bed() as bed:
             bed.storage.save_gate.hold()

@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from node.raft import RaftCore, ReadState
-from node.raft import quorum
+from node.raft import RaftCore, ReadState, quorum
 from node.raft.log import RaftLog
 
 

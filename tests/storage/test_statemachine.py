@@ -106,7 +106,7 @@ def test_the_session_window_keeps_the_last_sequence_numbers() -> None:
     assert fsm.cached("c", oldest_kept) is None
 
 
-class _PreemptedAfterEachRead(dict):  # type: ignore[type-arg]
+class _PreemptedAfterEachRead(dict):
     """A session dict that, on the reader's thread, hands control to the applier after
     every read it answers: the thread switch the GIL may make between two bytecodes,
     made certain. ``cached`` must give a consistent answer whatever happens there."""
