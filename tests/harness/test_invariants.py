@@ -30,7 +30,7 @@ CONFIG = json.dumps([{"id": "n1", "address": "10.0.0.1:7000", "voter": True}])
         pytest.param((2, "normal", json.dumps({"op": "put", "key": "k", "value": "other"})), True, id="another-write"),
     ],
 )
-def test_acknowledged_write_checked_against_whatever_holds_its_index(entry, lost: bool) -> None:
+def test_acknowledged_write_checked_against_whatever_holds_its_index(entry: tuple[int, str, str], lost: bool) -> None:
     logs = {"n1": NodeLog("n1", snapshot_index=0, commit_index=3, entries={2: entry})}
     out, checked = check_acknowledged(_acked_write(2), logs)
     assert checked == 1
