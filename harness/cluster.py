@@ -450,6 +450,8 @@ class Cluster:
         if self.backend is not None and (self.grudge or self.loss_pct):
             self._apply_rules()
         shutil.rmtree(self.data_dir(node), ignore_errors=True)
+        if self.power:  # a removed node's id comes back on a fresh disk, not its old store
+            shutil.rmtree(self.workdir / f"{node}.disk", ignore_errors=True)
         self.argv[node] = self._argv(node, ["--join", self.address(via)])
         self._spawn(node)
         self.wait_healthy(node)

@@ -478,6 +478,9 @@ def make_operations(model: Model, ready: str | None) -> Any:
                 node = model.lookup(path)
                 if node.is_dir:
                     raise _err(errno.EISDIR)
+                if flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY:
+                    # libfuse3 asks for atomic_o_trunc: the kernel leaves O_TRUNC to open
+                    model.truncate(node, 0)
                 return model.open_handle(node)
 
         def release(self, path: str | None, fh: int) -> int:

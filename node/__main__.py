@@ -121,12 +121,58 @@ def open_data_dir(cfg: Config) -> tuple[SqliteStorage, KVStateMachine, LoadedSta
             storage.bootstrap(cfg.id, None, Membership())
         else:
             peers = cfg.peers or {cfg.id: cfg.address}
+            lived = lived_before(cfg, peers)
+            if lived is not None:
+                storage.close()
+                raise StartupError(lived)
             storage.bootstrap(cfg.id, cfg.cluster_id(),
                               Membership.of([Member(NodeId(i), a) for i, a in peers.items()]))
         state = storage.load(fsm)
     elif state.node_id != cfg.id:
         raise StartupError(f"data dir {d} belongs to node {state.node_id}, not {cfg.id}")
     return storage, fsm, state, lock_fd
+
+
+PROBE_TIMEOUT_S = 1.0
+
+
+def lived_before(cfg: Config, peers: dict[str, str]) -> str | None:
+    """Before bootstrapping an empty data dir from --peers, ask the peers whether this id has
+    lived before: a reachable member of our cluster whose configuration already records an
+    incarnation for us (node/incarnation.py) knows a data dir of ours that is gone. Then we
+    refuse to start (the reason, one line): bootstrapping again would vote with amnesia. A
+    peer that does not answer within PROBE_TIMEOUT_S says nothing (a brand-new cluster whose
+    members start in any order; the incarnation checks guard the rest)."""
+    import concurrent.futures
+    import json
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {cfg.secret}"} if cfg.secret else {}
+
+    def ask(node_id: str, address: str) -> str | None:
+        req = urllib.request.Request(f"http://{address}/v1/status", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=PROBE_TIMEOUT_S) as r:
+                st = json.loads(r.read(1 << 20))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(st, dict) or st.get("cluster_id") != cfg.cluster_id():
+            return None
+        incs = st.get("incarnations")
+        if isinstance(incs, dict) and incs.get(cfg.id):
+            return (f"data dir {cfg.data_dir} is empty but {cfg.id} already lived in this cluster "
+                    f"({node_id} at {address} knows it, term {st.get('term')}): its data is lost; remove {cfg.id} "
+                    f"(DELETE /v1/members/{cfg.id}) and start it with --join")
+        return None
+
+    others = {i: a for i, a in peers.items() if i != cfg.id}
+    if not others:
+        return None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(others)) as pool:
+        for found in pool.map(lambda kv: ask(*kv), sorted(others.items())):
+            if found:
+                return found
+    return None
 
 
 def bind(cfg: Config) -> socket.socket:

@@ -50,6 +50,7 @@ from .errors import (
 )
 from .raft import (
     Entry,
+    EntryKind,
     Index,
     InitialState,
     Member,
@@ -174,6 +175,8 @@ class Runtime:
         self._last_term = self.core.term
         self._last_leader: NodeId | None = None
         self.fatal: BaseException | None = None
+        self._member_ids = self.core.membership.ids
+        self._background: set[asyncio.Task[Any]] = set()
         # adopting a member's incarnation into the configuration (node/incarnation.py): one at a time
         self._adopting: asyncio.Task[None] | None = None
         self._adopt_after = 0.0
@@ -277,6 +280,8 @@ class Runtime:
             with metrics.FSYNC_SECONDS.time():
                 results = await self.storage.save(rd_log)
             self._resolve(rd_log.committed, results)
+        if rd.snapshot is not None or any(e.kind is EntryKind.CONFIG for e in rd.entries):
+            self._note_removals(rd)
         after = rd.messages_after()  # votes, replies, TimeoutNow: only once the write returned
         if after:
             self.transport.send_all(after)
@@ -343,6 +348,25 @@ class Runtime:
             log.info("term %d: leader is %s", core.term, core.leader_id)
         for m in core.membership.members:
             self._known_addresses[m.id] = m.address
+
+    def _note_removals(self, rd: Ready) -> None:
+        """Forget the recorded incarnation of every member a configuration in ``rd`` removes
+        (node/incarnation.py): the id's next life, a new data dir, must not meet its old
+        record, even when its removal and its return arrive in one batch."""
+        ids = self._member_ids
+        steps = [rd.snapshot.meta.membership.ids] if rd.snapshot is not None else []
+        steps += [Membership.from_json(e.data).ids for e in rd.entries if e.kind is EntryKind.CONFIG]
+        for now in steps:
+            for gone in ids - now:
+                if self.storage.peer_incarnation(gone) is not None:
+                    self._forget(gone)
+            ids = now
+        self._member_ids = self.core.membership.ids
+
+    def _forget(self, peer: str) -> None:
+        task = asyncio.create_task(self.storage.record_peer(peer, None, True), name=f"forget-{peer}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _fail_reads(self, err: RaftnetError) -> None:
         for fut in self._reads.values():

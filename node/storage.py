@@ -315,6 +315,11 @@ class SqliteStorage:
                      self.conn.execute("SELECT client, seq, result, idx FROM sessions").fetchall(), applied)
         except (KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
             raise StorageError(f"corrupt data dir {self.path}: {e}") from e
+        if row is not None:
+            # fill the snapshot cache here, in the storage thread: a lazy fill from the event loop
+            # (the transport) could race save_snapshot and leave an older image cached
+            self._snapshot_cache = None
+            self.snapshot()
         inc = meta.get("incarnation")
         if inc is None and meta.get("node_id") is not None:
             inc = new_incarnation()  # a data dir from before incarnations: give it one now

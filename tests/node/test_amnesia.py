@@ -67,10 +67,21 @@ def test_a_wiped_node_restarted_with_peers_is_refused_and_its_vote_never_counts(
     old_incarnation = victim.status().get("incarnation")
     wait_for(lambda: recorded(c, other), 10, what=f"{other.id} to know every member's incarnation")
 
-    # the victim is wiped while down, the leader dies: the two others alone
+    # wiped while a peer that knows its incarnation is up: it refuses to bootstrap again
     c.kill(victim.id)
+    shutil.rmtree(victim.data_dir)
+    p = subprocess.run(victim.args, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("raftnet-node: error: ") and "already lived in this cluster" in last, last
+    assert f"remove {victim.id}" in last and "--join" in last, last
+
+    # wiped while no peer could tell (both down): it bootstraps, then the leader dies and the
+    # other comes back: the two alone, and the wiped node's vote must never count
+    c.kill(other.id)
     c.kill(leader.id)
     victim = wipe_and_restart(c, victim)
+    c.start(other.id)
     pair = [other.id, victim.id]
 
     def no_leader() -> None:

@@ -80,6 +80,21 @@ def test_truncate(disk: Disk) -> None:
     assert os.path.getsize(disk.pd.store / "data" / str(os.stat(disk.path("t")).st_ino)) == len(want)
 
 
+def test_open_with_o_trunc_truncates(disk: Disk) -> None:
+    """libfuse3 passes O_TRUNC to open (atomic_o_trunc): an "w" open of a longer file empties it."""
+    p = disk.path("o")
+    write(p, b"hello world, long content", sync=True)
+    fsync_path(disk.path())
+    with open(p, "wb") as f:  # O_WRONLY | O_CREAT | O_TRUNC
+        f.write(b"hi")
+    assert p.read_bytes() == b"hi"
+    disk.cut()
+    assert p.read_bytes() == b"hello world, long content"  # the truncating open was never synced
+    write(p, b"hi", sync=True)
+    disk.cut()
+    assert p.read_bytes() == b"hi"
+
+
 def test_rename(disk: Disk) -> None:
     write(disk.path("old"), b"v1", sync=True)
     fsync_path(disk.path())

@@ -398,3 +398,38 @@ def test_outcomes_are_json_results() -> None:
             assert json.loads(json.dumps(await w)) == {"error": "cas_failed", "current": None}
 
     run(scenario())
+
+
+# ---------------------------------------------------------------------- incarnations (node/incarnation.py)
+
+
+def test_a_removed_members_record_is_forgotten_even_when_it_returns_in_the_same_batch() -> None:
+    """n1 heard from n3's first life; n3 is removed and added back (a new data dir) in one
+    batch of entries: n1 must admit the new incarnation, and as a leader never adopt the old one."""
+    import dataclasses
+
+    from node import incarnation as inc
+    from node.raft import Entry, EntryKind
+
+    def config(index: int, m: Membership) -> Entry:
+        return Entry(Index(index), Term(1), EntryKind.CONFIG, m.to_json())
+
+    async def scenario() -> None:
+        async with Bed() as bed:
+            bed.store.peers["n3"] = "incn3"  # heard from n3 in its first life
+            m = bed.core.membership
+            removed = m.without("n3")
+            n3 = m.get("n3")
+            assert n3 is not None
+            back = removed.with_member(dataclasses.replace(n3, voter=False, incarnation=None))
+            bed.deliver(AppendEntries(Term(1), N2, N1, Index(0), Term(0),
+                                      (entry(1, 1), config(2, removed), config(3, back)), Index(3)))
+            await bed.settle()
+            assert bed.core.membership == back
+            assert bed.store.peer_incarnation("n3") is None
+            await bed.rt.admit("n3", "fresh3")  # the new life is admitted (and recorded)
+            assert bed.store.peer_incarnation("n3") == "fresh3"
+            adopt = inc.to_adopt(bed.core.membership, bed.store.peer_incarnation, "n1", "incn1")
+            assert adopt is None or adopt.incarnation == "fresh3"
+
+    run(scenario())
