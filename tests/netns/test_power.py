@@ -209,3 +209,15 @@ def test_single_node_power_cuts_across_snapshots(cluster: Lab) -> None:
     assert max(snaps) > 0, "no node took a snapshot"
     v = verify(c, w.history, w.keys)
     assert v.ok, v.explain()
+
+
+def test_a_removed_node_added_back_under_its_id_starts_on_a_fresh_disk(cluster: Lab) -> None:
+    """The membership nemesis removes the highest id and may add it back: the new node must
+    join with an empty disk, not boot from the removed node's old store."""
+    c = cluster(3, power=True)
+    assert c.http(c.leader(), "PUT", "/v1/kv/k", {"value": "v"}, timeout=10).status == 200
+    c.remove("n3")
+    assert c.add("n3") == "n3"  # waits until n3 is a voter again (it would hang on the old disk)
+    st = c.status("n3")
+    assert st is not None and st["id"] == "n3"
+    assert c.http(c.leader(), "PUT", "/v1/kv/after", {"value": "yes"}, timeout=10).status == 200
