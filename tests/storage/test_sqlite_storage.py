@@ -298,3 +298,17 @@ def test_catch_up_entries_that_contradict_the_snapshot_do_not_load(db: Path, sql
     _damage(db, sql)
     with pytest.raises(StorageError):
         reopen(db)
+
+
+def test_the_snapshot_image_is_cached_at_load(db: Path) -> None:
+    """snapshot() is called from the event loop (the transport): after load it must not query
+    the connection the storage thread writes through (a lazy fill raced save_snapshot)."""
+    s, fsm, _ = reopen(db)
+    entries = tuple(cmd(i, 1, "put", "k", value=str(i)) for i in range(1, 4))
+    s.save(ready(HardState(Term(1), None, Index(3)), entries, committed=entries), fsm)
+    meta = SnapshotMeta(Index(3), Term(1), MEMBERSHIP)
+    s.save_snapshot(meta, fsm.serialize())
+    s.close()
+    s2, _, _ = reopen(db)
+    s2.conn.close()  # any query now fails
+    assert s2.snapshot().meta == meta
