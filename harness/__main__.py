@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
+    from harness.orchestration.cluster import Cluster
 
 PROG = "raftnet"
 
@@ -106,7 +106,7 @@ def _rootless(a: argparse.Namespace, argv: list[str]) -> int | None:
     process that keeps a world alive, and every later command enters it.
     Returns None when the command needs no namespaces (or we are root already).
     """
-    from . import userns
+    from harness.lab import userns
 
     if os.geteuid() == 0 or userns.inside() or a.cmd == "status" and not _holder_pid(a.name):
         return None
@@ -126,7 +126,7 @@ def _rootless(a: argparse.Namespace, argv: list[str]) -> int | None:
         ready.unlink(missing_ok=True)
         subprocess.Popen(userns.wrap_hold(str(ready)), start_new_session=True, stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        from .local import wait_for
+        from harness.orchestration.local import wait_for
 
         holder = int(wait_for(lambda: ready.read_text() if ready.exists() else None, 10, what="the namespace holder"))
         code = subprocess.call(userns.enter(holder, me), env={**os.environ, "RAFTNET_HOLDER_PID": str(holder)})
@@ -161,7 +161,7 @@ def _workdir(name: str) -> Path:
 
 
 def _attach(name: str) -> Cluster:
-    from .cluster import Cluster, ClusterError
+    from harness.orchestration.cluster import Cluster, ClusterError
 
     wd = _workdir(name)
     if not (wd / "state.json").exists():
@@ -197,12 +197,12 @@ def _status_rows(c: Cluster) -> list[dict[str, object]]:
 
 
 def cmd_up(a: argparse.Namespace) -> int:
-    from . import alloc
-    from .cluster import Cluster
+    from harness.lab import alloc
+    from harness.orchestration.cluster import Cluster
 
     _need_root()
     wd = _workdir(a.name)
-    from . import cleanup, powerfs
+    from harness.lab import cleanup, powerfs
 
     if a.power and (reason := powerfs.unavailable_reason()):
         raise CliError(reason)
@@ -224,7 +224,7 @@ def cmd_up(a: argparse.Namespace) -> int:
     if held:
         owner = int(held)
     else:
-        holder = subprocess.Popen([sys.executable, "-m", "harness.holder"], start_new_session=True,
+        holder = subprocess.Popen([sys.executable, "-m", "harness.lab.holder"], start_new_session=True,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         owner = holder.pid
     (wd / "holder.pid").write_text(str(owner))
@@ -260,8 +260,8 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 
 def _act(a: argparse.Namespace) -> int:
-    from .cluster import ClusterError
-    from .firewall import FirewallError
+    from harness.lab.firewall import FirewallError
+    from harness.orchestration.cluster import ClusterError
 
     _need_root()
     c = _attach(a.name)
@@ -336,7 +336,7 @@ def cmd_down(a: argparse.Namespace) -> int:
 def cmd_clean(a: argparse.Namespace) -> int:
     """Remove what crashed runs left: (as root) their namespaces, links, rules, processes and
     allocations; and the state folders of CLI clusters whose holder is gone."""
-    from . import cleanup
+    from harness.lab import cleanup
 
     stale = 0
     for state in sorted(home().glob("*/state.json")):
@@ -354,8 +354,8 @@ def cmd_check(a: argparse.Namespace) -> int:
     import random
     import time
 
-    from .check import CheckConfig, run_check
-    from .nemesis import NemesisError, parse_kinds
+    from harness.orchestration.check import CheckConfig, run_check
+    from harness.orchestration.nemesis import NemesisError, parse_kinds
 
     _need_root()
     try:
@@ -366,7 +366,7 @@ def cmd_check(a: argparse.Namespace) -> int:
         raise CliError("--nodes must be between 3 and 15", 2)
     if a.time <= 0 or a.clients < 1 or a.keys < 1:
         raise CliError("--time, --clients and --keys must be positive", 2)
-    from . import cleanup, powerfs
+    from harness.lab import cleanup, powerfs
 
     if "power" in kinds and (reason := powerfs.unavailable_reason()):
         if "power" in _nodes(a.nemesis):

@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.local import LocalCluster, Node, request, wait_for  # noqa: E402
+from harness.orchestration.local import LocalCluster, Node, request, wait_for  # noqa: E402
 
 PUT_LUA = """
 local n = 0

@@ -1,7 +1,7 @@
 """``make bench`` (as root, with /dev/fuse): what powerfs costs.
 
 Writes/s and latency of a 3-node namespace cluster with every data dir on
-a powerfs disk (harness/powerfs.py), against the same cluster on the plain
+a powerfs disk (harness/lab/powerfs.py), against the same cluster on the plain
 filesystem; the runs alternate, ``--rounds`` times. A benchmark, not a
 test: it prints a table and writes JSON to bench-results/power-*.json.
 """
@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench import ensure_wrk, load  # noqa: E402
 
-from harness import powerfs  # noqa: E402
-from harness.cluster import Cluster  # noqa: E402
+from harness.lab import powerfs  # noqa: E402
+from harness.orchestration.cluster import Cluster  # noqa: E402
 
 CONNS = (1, 16, 64)
 

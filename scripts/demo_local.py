@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.local import LocalCluster, request, wait_for  # noqa: E402
+from harness.orchestration.local import LocalCluster, request, wait_for  # noqa: E402
 
 
 def step(text: str) -> None:

@@ -2,7 +2,7 @@
 
 Namespace tests (marker ``netns``) run as root, or, for an ordinary user,
 inside a private user + network + mount namespace: pytest re-executes itself
-there (harness/userns.py) before collecting anything. Where neither is
+there (harness/lab/userns.py) before collecting anything. Where neither is
 possible they are skipped with one line saying which setting blocks them.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from harness import userns
+from harness.lab import userns
 
 if TYPE_CHECKING:
     from tests.node.localcluster import MakeCluster
@@ -49,7 +49,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """The next run removes what crashed runs left (dead owners only): once, before any worker starts."""
     if hasattr(session.config, "workerinput") or os.geteuid() != 0:
         return
-    from harness import cleanup
+    from harness.lab import cleanup
 
     try:
         cleanup.clean(sweep_orphans=False)
@@ -60,7 +60,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     fuse = [item for item in items if "fuse" in item.keywords]
     if fuse:
-        from harness import powerfs
+        from harness.lab import powerfs
 
         reason = powerfs.unavailable_reason()  # e.g. /dev/fuse is 0600 root: not for a rootless user
         if reason:

@@ -1,4 +1,4 @@
-"""Tests for harness.history and harness.checker on hand-made and generated histories.
+"""Tests for harness.model.history and harness.model.checker on hand-made and generated histories.
 
 Labelled histories live in ``histories/NAME.LABEL.jsonl`` with LABEL ``ok``
 or ``illegal``. Generated histories come from simulating a real register:
@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from harness.checker import CheckResult, Result, check
-from harness.history import Event, History, Operation, OpType, parse_jepsen_log
+from harness.model.checker import CheckResult, Result, check
+from harness.model.history import Event, History, Operation, OpType, parse_jepsen_log
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 LABELLED = sorted(HISTORIES.glob("*.jsonl"))
@@ -224,10 +224,10 @@ def test_step_budget_gives_unknown() -> None:
 
 
 def test_cache_bound_gives_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.checker
+    import harness.model.checker
 
     history = simulate(seed=6, n_ops=20_000, keys=1, clients=20)
-    monkeypatch.setattr(harness.checker, "MAX_CONFIGS", 100)
+    monkeypatch.setattr(harness.model.checker, "MAX_CONFIGS", 100)
     assert check(history).result is Result.UNKNOWN
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.checker import Result, check
-from harness.history import parse_jepsen_log
+from harness.model.checker import Result, check
+from harness.model.history import parse_jepsen_log
 
 PER_FILE_TIMEOUT = 10.0  # seconds of wall clock, per file
 CORPUS_BUDGET = 10.0  # seconds of CPU for the whole corpus

@@ -230,7 +230,7 @@ NO_FUSE = "powerfs needs /dev/fuse (mode crw-------, owner uid 0): Permission de
                          ids=lambda a: " ".join(a))
 def test_power_without_fuse_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
                                         private_home: Path, argv: list[str]) -> None:
-    from harness import powerfs
+    from harness.lab import powerfs
 
     monkeypatch.setattr(cli.os, "geteuid", lambda: 0)
     monkeypatch.setattr(powerfs, "unavailable_reason", lambda: NO_FUSE)

@@ -1,4 +1,4 @@
-"""Pure tests of harness.firewall: grudge + loss -> rules -> text, and read-back parsing.
+"""Pure tests of harness.lab.firewall: grudge + loss -> rules -> text, and read-back parsing.
 
 The golden texts below are what gets applied; the read-back samples were
 captured from nft 1.0.6 and iptables-save 1.8.9 (nf_tables) after applying
@@ -11,9 +11,10 @@ import json
 
 import pytest
 
-from harness import firewall, topology
-from harness.firewall import Chain, Field, FirewallError, Match, Rule
-from harness.topology import Topology, TopologyError
+from harness.lab import firewall
+from harness.lab.firewall import Chain, Field, FirewallError, Match, Rule
+from harness.model import topology
+from harness.model.topology import Topology, TopologyError
 from node.raft.types import NodeId
 
 TOPO = Topology.of(7, 3)

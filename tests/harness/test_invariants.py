@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from harness.history import History, OpType
-from harness.invariants import NodeLog, check_acknowledged
+from harness.model.history import History, OpType
+from harness.model.invariants import NodeLog, check_acknowledged
 
 
 def _acked_write(index: int) -> History:

@@ -1,4 +1,4 @@
-"""Pure tests of harness.nemesis: the seeded fault schedule, the kinds
+"""Pure tests of harness.orchestration.nemesis: the seeded fault schedule, the kinds
 parser, the majority ring, and the interpreter against a fake cluster."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from harness import nemesis
-from harness.nemesis import KINDS, PARTITION_SHAPES, Fault, NemesisError
+from harness.orchestration import nemesis
+from harness.orchestration.nemesis import KINDS, PARTITION_SHAPES, Fault, NemesisError
 
 NODES5 = [f"n{i}" for i in range(1, 6)]
 FAULT_S = (3.0, 8.0)

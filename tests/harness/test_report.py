@@ -1,4 +1,4 @@
-"""Pure tests of harness.report: throughput buckets and the run directory
+"""Pure tests of harness.orchestration.report: throughput buckets and the run directory
 (history, events, summary, node logs, a self-contained HTML report)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from harness.history import History, Operation, OpType
-from harness.report import EventRecord, RunReport, buckets, render_html, write_run
+from harness.model.history import History, Operation, OpType
+from harness.orchestration.report import EventRecord, RunReport, buckets, render_html, write_run
 
 T0 = 100.0
 

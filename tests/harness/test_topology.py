@@ -1,11 +1,11 @@
-"""Pure tests of harness.topology: ids, addresses, names, grudges."""
+"""Pure tests of harness.model.topology: ids, addresses, names, grudges."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness import topology
-from harness.topology import Topology, TopologyError
+from harness.model import topology
+from harness.model.topology import Topology, TopologyError
 from node.raft.types import NodeId
 
 

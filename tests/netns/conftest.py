@@ -19,9 +19,9 @@ from typing import Any
 import pluggy
 import pytest
 
-from harness.cluster import Cluster
-from harness.history import History
-from harness.workload import Workload
+from harness.model.history import History
+from harness.orchestration.cluster import Cluster
+from harness.orchestration.workload import Workload
 
 ROOT = Path(__file__).resolve().parents[2]
 FAILED_DIR = Path(os.environ.get("RAFTNET_FAILED_DIR", ROOT / "runs" / "failed"))

@@ -19,12 +19,13 @@ from typing import Any
 import psutil
 import pytest
 
-from harness import netns, topology
-from harness.cluster import Cluster
-from harness.history import History, OpType
-from harness.invariants import LeaderWatch, gather_logs
-from harness.local import request, wait_for
-from harness.workload import Workload, verify
+from harness.lab import netns
+from harness.model import topology
+from harness.model.history import History, OpType
+from harness.model.invariants import LeaderWatch, gather_logs
+from harness.orchestration.cluster import Cluster
+from harness.orchestration.local import request, wait_for
+from harness.orchestration.workload import Workload, verify
 from tests.netns.conftest import Lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]

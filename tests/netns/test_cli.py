@@ -21,9 +21,10 @@ from typing import Any
 import psutil
 import pytest
 
-from harness import alloc, netns, topology
-from harness.local import wait_for
-from harness.process import node_processes
+from harness.lab import alloc, netns
+from harness.lab.process import node_processes
+from harness.model import topology
+from harness.orchestration.local import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -252,14 +253,15 @@ def powerfs_processes(home: Path) -> list[int]:
     out = []
     for p in psutil.process_iter(["cmdline", "status"]):
         cmd = p.info["cmdline"] or []
-        if p.info["status"] != psutil.STATUS_ZOMBIE and "harness.powerfs" in cmd and any(str(home) in a for a in cmd):
+        alive = p.info["status"] != psutil.STATUS_ZOMBIE
+        if alive and "harness.lab.powerfs" in cmd and any(str(home) in a for a in cmd):
             out.append(p.pid)
     return out
 
 
 @pytest.mark.fuse
 def test_cli_power_cut_one_node_and_all(cli: Cli) -> None:
-    from harness.local import request
+    from harness.orchestration.local import request
 
     out = cli.ok("up", "--nodes", "3", "--power", timeout=240)
     assert "is up" in out

@@ -32,13 +32,14 @@ import aiohttp
 import psutil
 import pytest
 
-from harness import alloc, cleanup, firewall, netns, topology
-from harness.client import Client
-from harness.cluster import Cluster, ClusterError
-from harness.history import History, OpType
-from harness.local import wait_for
-from harness.process import node_processes
-from harness.workload import converge
+from harness.lab import alloc, cleanup, firewall, netns
+from harness.lab.process import node_processes
+from harness.model import topology
+from harness.model.history import History, OpType
+from harness.orchestration.cluster import Cluster, ClusterError
+from harness.orchestration.local import wait_for
+from harness.orchestration.workload import converge
+from harness.systems.raftnet_client import Client
 from tests.netns.conftest import Lab
 
 pytestmark = pytest.mark.netns
@@ -442,7 +443,7 @@ def test_an_exception_inside_the_with_block_leaves_nothing(tmp_path: Path) -> No
 OWNER = r"""
 import json, sys, time
 from pathlib import Path
-from harness.cluster import Cluster
+from harness.orchestration.cluster import Cluster
 c = Cluster(2, workdir=Path(sys.argv[1]), name=sys.argv[2]).start()
 c.partition(["n1"], ["n2"])
 print(json.dumps({"slot": c.topo.slot, "pids": [p.pid for p in c.procs.values()], "backend": c.backend.value}),

@@ -29,10 +29,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import alloc, cleanup, firewall, netns, process, topology
-from harness.firewall import Backend
-from harness.process import NodeProcess, ProcessGoneError
-from harness.topology import Topology
+from harness.lab import alloc, cleanup, firewall, netns, process
+from harness.lab.firewall import Backend
+from harness.lab.process import NodeProcess, ProcessGoneError
+from harness.model import topology
+from harness.model.topology import Topology
 from node.raft.types import NodeId
 
 pytestmark = pytest.mark.netns

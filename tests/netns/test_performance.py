@@ -27,12 +27,12 @@ from typing import Any
 
 import pytest
 
-from harness.cluster import Cluster
-from harness.history import History, Operation, OpType
-from harness.invariants import LeaderWatch
-from harness.local import wait_for
-from harness.report import buckets
-from harness.workload import Workload, verify
+from harness.model.history import History, Operation, OpType
+from harness.model.invariants import LeaderWatch
+from harness.orchestration.cluster import Cluster
+from harness.orchestration.local import wait_for
+from harness.orchestration.report import buckets
+from harness.orchestration.workload import Workload, verify
 from tests.netns.conftest import Lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]

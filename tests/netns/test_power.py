@@ -1,6 +1,6 @@
 """Power cuts of real node clusters: every data dir on its own powerfs disk.
 
-A power cut loses what the node never fsynced (harness/powerfs.py); a SIGKILL
+A power cut loses what the node never fsynced (harness/lab/powerfs.py); a SIGKILL
 alone does not, so these are the tests that would catch a missing fsync.
 The last one proves that the fault bites: with the test-only switch
 RAFTNET_UNSAFE_NO_FSYNC=1 (SQLite synchronous=OFF), acknowledged writes are
@@ -21,11 +21,11 @@ from typing import Any
 import psutil
 import pytest
 
-from harness import alloc, cleanup, netns
-from harness.cluster import Cluster
-from harness.local import wait_for
-from harness.process import node_processes
-from harness.workload import verify
+from harness.lab import alloc, cleanup, netns
+from harness.lab.process import node_processes
+from harness.orchestration.cluster import Cluster
+from harness.orchestration.local import wait_for
+from harness.orchestration.workload import verify
 from tests.netns.conftest import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,7 +134,7 @@ def test_without_fsync_power_cuts_lose_acknowledged_writes(cluster: Lab) -> None
 OWNER = r"""
 import json, os, sys, time
 from pathlib import Path
-from harness.cluster import Cluster
+from harness.orchestration.cluster import Cluster
 c = Cluster(2, workdir=Path(sys.argv[1]), name=sys.argv[2], power=True).start()
 print(json.dumps({"slot": c.topo.slot, "pids": [p.pid for p in c.procs.values()]
                   + [d.proc.pid for d in c.disks.values()] + [c.mntns.pid],
@@ -154,7 +154,7 @@ def in_mount_namespace(ident: str) -> list[int]:
 
 def powerfs_processes(where: Path) -> list[int]:
     return [p.pid for p in psutil.process_iter(["cmdline"])
-            if "harness.powerfs" in (p.info["cmdline"] or []) and any(str(where) in a for a in p.info["cmdline"])]
+            if "harness.lab.powerfs" in (p.info["cmdline"] or []) and any(str(where) in a for a in p.info["cmdline"])]
 
 
 def test_clean_removes_what_a_crashed_power_cluster_left(tmp_path: Path) -> None:

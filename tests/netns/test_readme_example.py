@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.workload import verify
+from harness.orchestration.workload import verify
 from tests.netns.conftest import Lab
 
 pytestmark = pytest.mark.netns

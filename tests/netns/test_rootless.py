@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import userns
+from harness.lab import userns
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -109,7 +109,7 @@ def test_power_tests_skip_rootless_with_one_line_naming_dev_fuse(user_tree: tupl
 LEAK_SCRIPT = """
 import os, signal, sys, tempfile
 from pathlib import Path
-from harness.cluster import Cluster
+from harness.orchestration.cluster import Cluster
 c = Cluster(3, workdir=Path(tempfile.mkdtemp()), name="killed-run")
 c.start()
 print("nodes", *[p.pid for p in c.procs.values()], flush=True)
@@ -127,7 +127,7 @@ def test_a_killed_rootless_run_leaves_nothing(user_tree: tuple[Path, Path]) -> N
     subprocess.run(["chown", USER, str(script)], check=True)
     before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
     argv = userns.wrap([str(tree / ".venv/bin/python"), str(script)])
-    argv[argv.index("-m") - 1] = str(tree / ".venv/bin/python")  # the user's interpreter runs harness.userns
+    argv[argv.index("-m") - 1] = str(tree / ".venv/bin/python")  # the user's interpreter runs harness.lab.userns
     r = _as_user(home, tree, argv, timeout=120)
     assert "nodes" in r.stdout, r.stdout + r.stderr
     assert r.returncode == 137, (r.returncode, r.stderr[-1000:])

@@ -28,13 +28,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from harness import local
-from harness.client import Client, Outcome
-from harness.cluster import Cluster
-from harness.history import History, OpType
-from harness.invariants import LeaderWatch
-from harness.local import Response, wait_for
-from harness.workload import verify
+from harness.model.history import History, OpType
+from harness.model.invariants import LeaderWatch
+from harness.orchestration import local
+from harness.orchestration.cluster import Cluster
+from harness.orchestration.local import Response, wait_for
+from harness.orchestration.workload import verify
+from harness.systems.raftnet_client import Client, Outcome
 
 pytestmark = pytest.mark.netns
 

@@ -1,8 +1,8 @@
-"""The node tests' local cluster: harness/local.py (re-exported for the tests' imports)."""
+"""The node tests' local cluster: harness/orchestration/local.py (re-exported for the tests' imports)."""
 
 from typing import Protocol
 
-from harness.local import ROOT, LocalCluster, Node, Response, free_port, request, wait_for
+from harness.orchestration.local import ROOT, LocalCluster, Node, Response, free_port, request, wait_for
 
 __all__ = ["ROOT", "LocalCluster", "MakeCluster", "Node", "Response", "free_port", "request", "serves", "wait_for"]
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import alloc, netns, topology
-from harness.mountns import MountNamespace, PowerDisk
-from harness.process import NodeProcess, spawn
+from harness.lab import alloc, netns
+from harness.lab.mountns import MountNamespace, PowerDisk
+from harness.lab.process import NodeProcess, spawn
+from harness.model import topology
 
 
 class Disk:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.local import wait_for
-from harness.process import NodeProcess
+from harness.lab.process import NodeProcess
+from harness.orchestration.local import wait_for
 
 from .conftest import Disk, fsync_path, write
 
@@ -177,9 +177,9 @@ def test_sqlite_synchronous_off_loses_commits(disk: Disk) -> None:
 
 
 def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "harness.powerfs", "--store", str(tmp_path / "s"),
+    r = subprocess.run([sys.executable, "-m", "harness.lab.powerfs", "--store", str(tmp_path / "s"),
                         str(tmp_path / "missing")], check=False, capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    r = subprocess.run([sys.executable, "-m", "harness.powerfs", str(tmp_path)], check=False, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "harness.lab.powerfs", str(tmp_path)], check=False, capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--store" in r.stderr, r.stderr

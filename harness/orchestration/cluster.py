@@ -9,12 +9,12 @@ and the faults the harness injects into them through the kernel.
 Network faults compose (a partition plus a one-way cut plus loss on a node)
 until ``heal()`` removes them all; each change re-renders the rules of every
 node and installs them atomically per node, verified by reading them back
-(harness/firewall.py). Node-to-node traffic only: the harness reaches every
+(harness/lab/firewall.py). Node-to-node traffic only: the harness reaches every
 node through the control path, which only ``link_down`` cuts.
 
 With ``power=True`` each node's data dir is its own powerfs mount (a disk
-that keeps unsynced writes in the daemon's memory, harness/powerfs.py),
-inside a mount namespace private to the cluster (harness/mountns.py):
+that keeps unsynced writes in the daemon's memory, harness/lab/powerfs.py),
+inside a mount namespace private to the cluster (harness/lab/mountns.py):
 ``power_cut(node)`` and ``power_cut_all()`` lose exactly what the nodes
 never fsynced; ``restart``/``start_all`` mount the disk again first.
 
@@ -37,12 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import alloc, firewall, netns, powerfs, topology
-from .local import request, wait_for
-from .mountns import MountNamespace, PowerDisk
-from .process import NodeProcess, ProcessGoneError, kill_all, spawn
-from .report import EventRecord
-from .topology import Topology
+from harness.lab import alloc, firewall, netns, powerfs
+from harness.lab.mountns import MountNamespace, PowerDisk
+from harness.lab.process import NodeProcess, ProcessGoneError, kill_all, spawn
+from harness.model import topology
+from harness.model.topology import Topology
+from harness.orchestration.local import request, wait_for
+from harness.orchestration.report import EventRecord
 
 NODE_PORT = topology.NODE_PORT
 

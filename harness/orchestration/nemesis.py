@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 KINDS = ("partition", "kill", "pause", "loss", "membership", "power")
-# power: a power cut (SIGKILL plus the loss of every unsynced write, harness/powerfs.py) of
+# power: a power cut (SIGKILL plus the loss of every unsynced write, harness/lab/powerfs.py) of
 # one node or of the whole cluster; it needs a cluster started with power=True.
 PARTITION_SHAPES = ("halves", "isolate-leader", "majority-ring", "bridge", "one-way")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psutil
 
-from harness import topology
+from harness.model import topology
 from node.raft.types import NodeId
 
 DEFAULT_RUN_DIR = Path("/run/raftnet")

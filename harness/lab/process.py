@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from harness import netns as _netns
+from harness.lab import netns as _netns
 
 _CREATE_TIME_SLACK = 1e-3
 
@@ -224,7 +224,7 @@ def spawn(
 ) -> NodeProcess:
     """Start ``argv`` inside ``netns`` (name or nsfs path; None: ours) in a new session, stdout and stderr
     appended to ``log_path``. ``env`` None inherits ours. ``mntns``: also inside that
-    mount namespace (a /proc/PID/ns/mnt path; see harness/mountns.py)."""
+    mount namespace (a /proc/PID/ns/mnt path; see harness/lab/mountns.py)."""
     log = Path(log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .history import History, Operation
+from harness.model.history import History, Operation
 
 COLORS = {"ok": "#2e7d32", "fail": "#9e9e9e", "info": "#ef6c00"}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-ROOT = Path(__file__).resolve().parents[1]  # the checkout: `python -m node` runs from here
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: `python -m node` runs from here
 
 
 def free_port() -> int:

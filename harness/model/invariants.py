@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .history import History
+from harness.model.history import History
 
 
 @dataclass(frozen=True)

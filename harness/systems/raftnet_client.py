@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from .history import History, OpType
+from harness.model.history import History, OpType
 
 
 @dataclass(frozen=True, slots=True)

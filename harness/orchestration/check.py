@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from . import checker, invariants, nemesis
-from .cluster import Cluster, ClusterError
-from .report import RunReport, write_run
-from .workload import Counters, Workload, verify
+from harness.model import checker, invariants
+from harness.orchestration import nemesis
+from harness.orchestration.cluster import Cluster, ClusterError
+from harness.orchestration.report import RunReport, write_run
+from harness.orchestration.workload import Counters, Workload, verify
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A cluster's private mount namespace and the powerfs "disks" mounted inside it.
 
-    python -m harness.mountns      # the holder: alone in a new, private mount namespace
+    python -m harness.lab.mountns      # the holder: alone in a new, private mount namespace
 
 A cluster with power faults starts one holder process: it unshares its mount
 namespace, makes every mount in it private (MS_REC|MS_PRIVATE: nothing it
@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import netns as _netns
-from .process import NodeProcess, ProcessGoneError, spawn
+from harness.lab import netns as _netns
+from harness.lab.process import NodeProcess, ProcessGoneError, spawn
 
 _CLONE_NEWNS = 0x00020000
 _MS_REC = 16384
@@ -72,7 +72,7 @@ class MountNamespace:
 
     @classmethod
     def start(cls, netns: str | None, log: Path, timeout: float = 10.0) -> MountNamespace:
-        proc = spawn(netns, [sys.executable, "-m", "harness.mountns"], log)
+        proc = spawn(netns, [sys.executable, "-m", "harness.lab.mountns"], log)
         ns = cls(proc)
         mine = os.readlink("/proc/self/ns/mnt")
 
@@ -174,7 +174,7 @@ class PowerDisk:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         self.store.mkdir(parents=True, exist_ok=True)
         self.ready_file.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "harness.powerfs", "--store", str(self.store),
+        argv = [sys.executable, "-m", "harness.lab.powerfs", "--store", str(self.store),
                 "--ready", str(self.ready_file), str(self.mountpoint)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = spawn(self.netns, argv, self.log, env=env, mntns=self.ns.path)

@@ -25,7 +25,7 @@ Representation of cas outcomes: an ok cas completion carries ``True``
 returned False is still an ok operation: it is a read that says "the value
 was not ``expect``" and must be linearized like any other ok operation.
 (The 409 body's ``current`` is not used.) In the Jepsen corpus
-``:fail :cas`` is exactly this outcome; see `harness.history`.
+``:fail :cas`` is exactly this outcome; see `harness.model.history`.
 
 Which operations are checked:
 
@@ -97,7 +97,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.history import History, Operation
+from harness.model.history import History, Operation
 
 __all__ = ["CheckResult", "Result", "check"]
 

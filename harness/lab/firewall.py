@@ -50,8 +50,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from harness import netns, topology
-from harness.topology import Topology
+from harness.lab import netns
+from harness.model import topology
+from harness.model.topology import Topology
 from node.raft.types import NodeId
 
 # Searched after $PATH: a non-root user's PATH often lacks the sbin dirs.

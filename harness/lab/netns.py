@@ -43,8 +43,8 @@ from typing import IO, Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from harness import topology
-from harness.topology import Topology
+from harness.model import topology
+from harness.model.topology import Topology
 from node.raft.types import NodeId
 
 NETNS_RUN_DIR = Path("/run/netns")

@@ -26,7 +26,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import alloc, netns, topology
+from harness.lab import alloc, netns
+from harness.model import topology
 
 
 @dataclass

@@ -8,9 +8,9 @@ and runs exactly the same topology, faults and processes. Nothing in the
 harness forks into a rootless flavour: one code path, entered differently.
 
     unshare --user --map-root-user --net --mount --propagation private \\
-        --pid --fork --mount-proc --kill-child python -m harness.userns -- CMD...
+        --pid --fork --mount-proc --kill-child python -m harness.lab.userns -- CMD...
 
-``python -m harness.userns`` sets the private world up (a tmpfs on /run for
+``python -m harness.lab.userns`` sets the private world up (a tmpfs on /run for
 /run/netns and /run/raftnet, the loopback up) and then runs CMD as the init
 of the world's PID namespace. When CMD ends, however it ends (a SIGKILLed
 pytest worker included), the kernel kills every process left in the PID
@@ -84,18 +84,18 @@ def skip_reason(st: Status) -> str:
 def wrap(argv: list[str]) -> list[str]:
     """``argv`` run inside a new private world (see the module docstring).
 
-    The world has its own PID namespace whose init is ``harness.userns``: when ``argv``
+    The world has its own PID namespace whose init is ``harness.lab.userns``: when ``argv``
     ends, however it ends, the kernel kills every process left in it (nodes included).
     """
     return ["unshare", "--user", "--map-root-user", "--net", "--mount", "--propagation", "private",
             "--pid", "--fork", "--mount-proc", "--kill-child",
-            "--", sys.executable, "-m", "harness.userns", "--", *argv]
+            "--", sys.executable, "-m", "harness.lab.userns", "--", *argv]
 
 
 def wrap_hold(ready_file: str) -> list[str]:
     """A holder process: a private world that stays up; its pid goes to ``ready_file``."""
     return ["unshare", "--user", "--map-root-user", "--net", "--mount", "--propagation", "private",
-            "--kill-child", "--", sys.executable, "-m", "harness.userns", "--hold", ready_file]
+            "--kill-child", "--", sys.executable, "-m", "harness.lab.userns", "--hold", ready_file]
 
 
 def enter(pid: int, argv: list[str]) -> list[str]:
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             signal.pause()
     if not args:
-        print("usage: python -m harness.userns [--hold READY_FILE] -- CMD...", file=sys.stderr)
+        print("usage: python -m harness.lab.userns [--hold READY_FILE] -- CMD...", file=sys.stderr)
         return 2
     if os.getpid() != 1:
         os.execvp(args[0], args)

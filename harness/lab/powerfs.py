@@ -1,6 +1,6 @@
 """powerfs: a FUSE filesystem that forgets what was never synced when the power goes.
 
-    python -m harness.powerfs --store DIR [--ready FILE] MOUNTPOINT
+    python -m harness.lab.powerfs --store DIR [--ready FILE] MOUNTPOINT
 
 Every crash a SIGKILL makes keeps the kernel's page cache, so a node that
 skipped its fsyncs would survive it. powerfs keeps written-but-unsynced data
@@ -580,7 +580,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = _Parser(prog="python -m harness.powerfs",
+    ap = _Parser(prog="python -m harness.lab.powerfs",
                  description="a FUSE filesystem whose unsynced data a power cut loses")
     ap.add_argument("--store", required=True, help="backing dir: the durable state only")
     ap.add_argument("--ready", help="file written (with our pid) once the mount answers")

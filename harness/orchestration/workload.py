@@ -19,11 +19,11 @@ from typing import Any
 
 import aiohttp
 
-from . import checker, invariants
-from .client import Client
-from .cluster import Cluster, ClusterError
-from .history import History, OpType
-from .local import wait_for
+from harness.model import checker, invariants
+from harness.model.history import History, OpType
+from harness.orchestration.cluster import Cluster, ClusterError
+from harness.orchestration.local import wait_for
+from harness.systems.raftnet_client import Client
 
 
 class Counters:
