@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
+    from harness.config import ClusterFile
     from harness.orchestration.cluster import Cluster
 
 PROG = "raftnet"
@@ -51,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
     up = sub.add_parser("up", help="start a cluster; prints the node table")
     up.add_argument("--nodes", type=int, default=3)
+    _system_args(up)
     up.add_argument("--secret", help="shared secret for the nodes")
     up.add_argument("--power", action="store_true",
                     help="each data dir on a powerfs disk (needs /dev/fuse), so that power-cut works")
@@ -81,16 +83,34 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop the cluster and remove its namespaces")
     sub.add_parser("clean", help="remove everything left by crashed runs")
     ck = sub.add_parser("check", help="a whole randomized nemesis run; the last line is the verdict")
-    ck.add_argument("--nodes", type=int, default=5)
-    ck.add_argument("--time", type=float, default=60.0)
-    ck.add_argument("--clients", type=int, default=10)
-    ck.add_argument("--keys", type=int, default=5)
-    ck.add_argument("--nemesis", default="all", help="partition,kill,pause,loss,membership,power or all")
+    ck.add_argument("--nodes", type=int, help="cluster size (default 5)")
+    ck.add_argument("--time", type=float, help="seconds of faults and traffic (default 60)")
+    ck.add_argument("--clients", type=int, help="concurrent clients (default 10)")
+    ck.add_argument("--keys", type=int, help="keys they share (default 5)")
+    ck.add_argument("--nemesis", help="partition,kill,pause,loss,membership,power or all (default all)")
+    _system_args(ck)
     ck.add_argument("--seed", type=int)
     ck.add_argument("--out", type=Path)
     for sp in sub.choices.values():  # `raftnet up --name x` as CONTRACT.md writes it, too
         sp.add_argument("--name", default=argparse.SUPPRESS, help="cluster name")
     return p
+
+
+def _system_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--system", help="raftnet, etcd, etcd-serializable, or package.module:Class (default: "
+                    "./raftnet.toml if present, else raftnet)")
+    sp.add_argument("--config", type=Path, help="a cluster file naming the system and its parameters "
+                    "(default ./raftnet.toml)")
+
+
+def _cluster_file(a: argparse.Namespace) -> ClusterFile:
+    from harness.config import resolve
+    from harness.errors import HarnessError
+
+    try:
+        return resolve(a.system, a.config)
+    except HarnessError as e:
+        raise CliError(str(e), 2) from None
 
 
 def _need_root() -> None:
@@ -180,17 +200,17 @@ def _table(rows: list[dict[str, object]], cols: list[str]) -> str:
 
 
 def _status_rows(c: Cluster) -> list[dict[str, object]]:
-    rows = []
+    rows: list[dict[str, object]] = []
     for n in c.nodes:
         p = c.procs.get(n)
         alive = p is not None and p.is_alive()
         paused = p is not None and alive and p.is_paused()
-        st = c.status(n, timeout=0.5) if alive and not paused and n not in c.links_down else None
+        st = c.node_status(n, timeout=0.5) if alive and not paused and n not in c.links_down else None
         rows.append({
             "id": n, "address": c.address(n), "pid": p.pid if p else None, "alive": alive, "paused": paused,
-            "role": st["role"] if st else None, "term": st["term"] if st else None,
-            "leader_id": st["leader_id"] if st else None, "commit_index": st["commit_index"] if st else None,
-            "last_applied": st["last_applied"] if st else None,
+            "role": st.role if st else None, "term": st.term if st else None,
+            "leader_id": st.leader if st else None, "commit_index": st.commit_index if st else None,
+            "last_applied": st.applied_index if st else None,
             "link": "down" if n in c.links_down else "up",
         })
     return rows
@@ -200,6 +220,9 @@ def cmd_up(a: argparse.Namespace) -> int:
     from harness.lab import alloc
     from harness.orchestration.cluster import Cluster
 
+    cf = _cluster_file(a)
+    if a.secret and cf.system.name != "raftnet":
+        raise CliError("--secret is for the raftnet system", 2)
     _need_root()
     wd = _workdir(a.name)
     from harness.lab import cleanup, powerfs
@@ -228,10 +251,13 @@ def cmd_up(a: argparse.Namespace) -> int:
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         owner = holder.pid
     (wd / "holder.pid").write_text(str(owner))
-    c = Cluster(a.nodes, workdir=wd, name=a.name, secret=a.secret, owner_pid=owner, power=a.power)
+    system = None if cf.system.name == "raftnet" and a.secret else cf.system
+    c = Cluster(a.nodes, workdir=wd, name=a.name, secret=a.secret if system is None else None, owner_pid=owner,
+                power=a.power, system=system)
     try:
         c.start()
-        c.leader(timeout=30)
+        if c.knows_leader:
+            c.leader(timeout=30)
     except BaseException:
         if holder is not None:
             holder.kill()
@@ -350,6 +376,9 @@ def cmd_clean(a: argparse.Namespace) -> int:
     return 0
 
 
+_CHECK_DEFAULTS: dict[str, object] = {"nodes": 5, "time": 60.0, "clients": 10, "keys": 5, "nemesis": "all"}
+
+
 def cmd_check(a: argparse.Namespace) -> int:
     import random
     import time
@@ -357,11 +386,20 @@ def cmd_check(a: argparse.Namespace) -> int:
     from harness.orchestration.check import CheckConfig, run_check
     from harness.orchestration.nemesis import NemesisError, parse_kinds
 
+    cf = _cluster_file(a)
+    for k in ("nodes", "time", "clients", "keys", "nemesis", "seed"):
+        if getattr(a, k) is None:
+            setattr(a, k, cf.check.get(k, _CHECK_DEFAULTS.get(k)))
     _need_root()
     try:
         kinds = parse_kinds(a.nemesis)
     except NemesisError as e:
         raise CliError(str(e), 2) from None
+    from harness.orchestration.nemesis import unsupported
+
+    for kind, why in unsupported(cf.system, kinds).items():
+        if kind in _nodes(a.nemesis):
+            raise CliError(f"nemesis {kind}: {why}", 2)
     if a.nodes < 3 or a.nodes > 15:
         raise CliError("--nodes must be between 3 and 15", 2)
     if a.time <= 0 or a.clients < 1 or a.keys < 1:
@@ -376,8 +414,12 @@ def cmd_check(a: argparse.Namespace) -> int:
     cleanup.clean(sweep_orphans=False)  # what crashed runs left (dead owners only)
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
     out = a.out or Path("runs") / f"check-{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
-    r = run_check(CheckConfig(nodes=a.nodes, time=a.time, clients=a.clients, keys=a.keys, kinds=kinds, seed=seed,
-                              out=out, power="power" in kinds))
+    # raftnet without node flags of its own: with check's (frequent snapshots)
+    plain = cf.system.name == "raftnet" and not getattr(cf.system, "node_args", None)
+    power = "power" in kinds and "power" not in unsupported(cf.system, kinds)
+    r = run_check(CheckConfig(nodes=a.nodes, time=float(a.time), clients=a.clients, keys=a.keys, kinds=kinds,
+                              seed=seed, out=out, power=power,
+                              system=None if plain else cf.system))
     return 0 if r.ok else 1
 
 

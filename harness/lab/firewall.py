@@ -46,7 +46,7 @@ import json
 import os
 import shlex
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -132,17 +132,22 @@ def node_rules(
     grudge: Mapping[NodeId, Iterable[NodeId]],
     loss: Mapping[NodeId, int],
     *,
-    port: int = topology.NODE_PORT,
+    port: int | Sequence[int] = topology.NODE_PORT,
 ) -> tuple[Rule, ...]:
     """The rules of ``node``'s namespace under ``grudge`` and ``loss``, for
-    nodes that listen on ``port``."""
+    nodes whose peers connect to ``port`` (one port, or each of several)."""
     topo.check_node(node)
-    check_port(port)
+    ports = (port,) if isinstance(port, int) else tuple(port)
+    if not ports:
+        raise ValueError("no peer port to match")
+    for pt in ports:
+        check_port(pt)
     for n in (*grudge, *(s for srcs in grudge.values() for s in srcs), *loss):
         topo.check_node(n)
     rules: list[Rule] = []
     for src in topology.sorted_nodes(s for s in grudge.get(NodeId(node), ()) if s != node):
-        rules.append(Rule(Chain.INPUT, (Match(Field.SADDR, topo.address(src)), Match(Field.TCP_DPORT, port))))
+        for pt in ports:
+            rules.append(Rule(Chain.INPUT, (Match(Field.SADDR, topo.address(src)), Match(Field.TCP_DPORT, pt))))
     percent = check_percent(loss.get(NodeId(node), 0))
     if percent:
         ctl = topo.control_address
@@ -174,7 +179,7 @@ def cluster_rules(
     grudge: Mapping[NodeId, Iterable[NodeId]],
     loss: Mapping[NodeId, int],
     *,
-    port: int = topology.NODE_PORT,
+    port: int | Sequence[int] = topology.NODE_PORT,
 ) -> dict[NodeId, tuple[Rule, ...]]:
     """``node_rules`` of every node."""
     return {n: node_rules(topo, n, grudge, loss, port=port) for n in topo.nodes}
@@ -556,7 +561,7 @@ def apply(
     loss: Mapping[NodeId, int] | None = None,
     backend: Backend | None = None,
     *,
-    port: int = topology.NODE_PORT,
+    port: int | Sequence[int] = topology.NODE_PORT,
 ) -> dict[NodeId, tuple[Rule, ...]]:
     """Install the complete rule set of every node (each node atomically, all
     verified); returns what was installed. ``apply(topo, {})`` heals."""

@@ -135,7 +135,7 @@ def gather_logs(nodes: Iterable[str], fetch: Callable[[str, str], Any]) -> dict[
 class LeaderWatch:
     """Samples every node's (term, role) in a background thread while a run goes on."""
 
-    status: Callable[[str], dict[str, Any] | None]
+    status: Callable[[str], Any]  # node -> a NodeStatus (term, role) or a status dict; None: no answer
     nodes: Callable[[], Iterable[str]]
     interval: float = 0.1
     samples: list[tuple[str, int, str]] = field(default_factory=list)
@@ -156,8 +156,12 @@ class LeaderWatch:
         while not self._stop.wait(self.interval):
             for n in list(self.nodes()):
                 st = self.status(n)
-                if st:
-                    self.samples.append((n, int(st["term"]), str(st["role"])))
+                if isinstance(st, Mapping):
+                    term, role = st.get("term"), st.get("role")
+                else:
+                    term, role = getattr(st, "term", None), getattr(st, "role", None)
+                if term is not None and role is not None:
+                    self.samples.append((n, int(term), str(role)))
 
     def violations(self) -> list[str]:
         return check_leaders(self.samples)

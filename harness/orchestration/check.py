@@ -26,6 +26,8 @@ from harness.orchestration import nemesis
 from harness.orchestration.cluster import Cluster, ClusterError
 from harness.orchestration.report import RunReport, write_run
 from harness.orchestration.workload import Counters, Workload, verify
+from harness.systems.base import System
+from harness.systems.raftnet import RaftnetSystem
 
 
 @dataclass
@@ -39,6 +41,7 @@ class CheckConfig:
     out: Path = Path("runs/check")
     node_args: tuple[str, ...] = ("--snapshot-every", "2000", "--snapshot-catchup-entries", "500")
     power: bool = False  # data dirs on powerfs disks (needed by the power nemesis)
+    system: System | None = None  # None: raftnet's node with node_args
 
 
 @dataclass
@@ -93,17 +96,23 @@ def run_check(cfg: CheckConfig, out_stream: TextIO = sys.stdout) -> CheckResult:
         out_stream.write(("\r\033[K" if tty else "") + line + "\n")
         out_stream.flush()
 
-    log(f"raftnet check: {cfg.nodes} nodes, {cfg.clients} clients, {cfg.keys} keys, {cfg.time:.0f} s, "
-        f"nemesis {','.join(cfg.kinds) or 'none'}, seed {cfg.seed}, output {out}")
+    system = cfg.system or RaftnetSystem(cfg.node_args)
+    kinds = cfg.kinds
+    for kind, why in nemesis.unsupported(system, kinds).items():
+        log(f"nemesis: {kind} left out: {why}")
+        kinds = tuple(k for k in kinds if k != kind)
+    log(f"raftnet check: {system.describe()}, {cfg.nodes} nodes, {cfg.clients} clients, {cfg.keys} keys, "
+        f"{cfg.time:.0f} s, nemesis {','.join(kinds) or 'none'}, seed {cfg.seed}, output {out}")
     cluster = Cluster(cfg.nodes, workdir=out / "cluster", name=f"check-{cfg.seed}-{os.getpid()}",
-                      node_args=cfg.node_args, power=cfg.power or "power" in cfg.kinds)
-    plan = nemesis.schedule(cfg.seed, cfg.time, cfg.kinds, [f"n{i}" for i in range(1, cfg.nodes + 1)])
+                      system=system, power=cfg.power or "power" in kinds)
+    plan = nemesis.schedule(cfg.seed, cfg.time, kinds, [f"n{i}" for i in range(1, cfg.nodes + 1)])
     with cluster:
-        cluster.leader(timeout=30)
+        if cluster.knows_leader:
+            cluster.leader(timeout=30)
         log(f"cluster up in slot {cluster.topo.slot if cluster.topo else '?'}: {', '.join(cluster.nodes)}; "
             f"{len(plan)} faults planned")
         work = Workload(cluster, clients=cfg.clients, keys=cfg.keys, seed=cfg.seed)
-        watch = invariants.LeaderWatch(cluster.status, lambda: list(cluster.nodes))
+        watch = invariants.LeaderWatch(cluster.node_status, lambda: list(cluster.nodes))
         t0 = time.monotonic()
         stop = t0 + cfg.time
         nem = _Nemesis(cluster, plan, t0, stop, work.counters, log)
@@ -125,8 +134,9 @@ def run_check(cfg: CheckConfig, out_stream: TextIO = sys.stdout) -> CheckResult:
         extra = f", {len(v.problems)} invariant violations: {v.problems[0]}" if v.problems else ""
         verdict = (f"VERDICT: FAILED: {what}, {len(v.lost)} acknowledged writes lost{extra}, "
                    f"{v.operations} ops, {nem.done} faults")
-    summary = {"nodes": cfg.nodes, "clients": cfg.clients, "keys": cfg.keys, "seconds": cfg.time, "seed": cfg.seed,
-               "nemesis": ",".join(cfg.kinds), "operations": v.operations, "ok": c.ok, "fail": c.fail,
+    summary = {"system": system.describe(),
+               "nodes": cfg.nodes, "clients": cfg.clients, "keys": cfg.keys, "seconds": cfg.time, "seed": cfg.seed,
+               "nemesis": ",".join(kinds), "operations": v.operations, "ok": c.ok, "fail": c.fail,
                "info": c.info, "faults": nem.done, "acknowledged writes checked": v.acknowledged,
                "problems": v.problems, "nemesis errors": nem.errors}
     report = write_run(out, RunReport(
@@ -154,9 +164,9 @@ def _live_view(cluster: Cluster, counters: Counters, t0: float, stop: float, tty
         last, last_t = cur, now
         lead = "?"
         for n in cluster.nodes:
-            st = cluster.status(n, timeout=0.3)
-            if st and st["leader_id"]:
-                lead = f"{st['leader_id']}/t{st['term']}"
+            st = cluster.node_status(n, timeout=0.3)
+            if st and st.leader:
+                lead = f"{st.leader}/t{st.term}"
                 break
         line = (f"{now - t0:5.1f}s  leader {lead:<8} ops/s ok {rate[0]:5.0f} fail {rate[1]:4.0f} "
                 f"info {rate[2]:4.0f}  fault: {counters.fault}")

@@ -1,5 +1,7 @@
-"""The Cluster facade: n node processes, each in its own network namespace,
-and the faults the harness injects into them through the kernel.
+"""The Cluster facade: n node processes of a system under test (raftnet's
+node unless ``system=`` says otherwise, see harness/systems/), each in its
+own network namespace, and the faults the harness injects into them through
+the kernel. The firewall matches the system's peer ports.
 
     with Cluster(3, workdir=tmp) as c:
         c.partition(["n1"], ["n2", "n3"])
@@ -30,13 +32,13 @@ import http.client
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.lab import alloc, firewall, netns, powerfs
 from harness.lab.mountns import MountNamespace, PowerDisk
 from harness.lab.process import NodeProcess, ProcessGoneError, kill_all, spawn
@@ -44,11 +46,12 @@ from harness.model import topology
 from harness.model.topology import Topology
 from harness.orchestration.local import request, wait_for
 from harness.orchestration.report import EventRecord
+from harness.systems import load_system, source_of
+from harness.systems.base import Endpoint, Feature, Member, NodeSpec, NodeStatus, NotSupportedError, System
+from harness.systems.raftnet import RaftnetSystem
 
-NODE_PORT = topology.NODE_PORT
 
-
-class ClusterError(RuntimeError):
+class ClusterError(HarnessError):
     """A cluster operation that cannot be done (unknown node, no leader, ...)."""
 
 
@@ -71,8 +74,10 @@ class Cluster:
         base_dir: str | None = None,
         power: bool = False,
         node_env: Mapping[str, str] | None = None,
+        system: System | None = None,
     ) -> None:
-        """``power``: each data dir on its own powerfs disk (power cuts possible).
+        """``system``: what runs on the nodes (default: raftnet's node with ``node_args`` and ``secret``).
+        ``power``: each data dir on its own powerfs disk (power cuts possible).
         ``node_env``: extra environment of the node processes (e.g. the test-only
         RAFTNET_UNSAFE_NO_FSYNC=1)."""
         if n < 1:
@@ -82,6 +87,11 @@ class Cluster:
         self.workdir = Path(workdir)
         self.node_args = list(node_args)
         self.secret = secret
+        if system is None:
+            system = RaftnetSystem(self.node_args, secret=secret)
+        elif node_args or secret:
+            raise ClusterError("node_args and secret belong to the raftnet system; pass them to it instead")
+        self.system: System = system
         self.owner_pid = owner_pid or os.getpid()
         self.base_dir = base_dir
         self.topo: Topology | None = None
@@ -99,10 +109,13 @@ class Cluster:
         self.node_env = dict(node_env or {})
         self.mntns: MountNamespace | None = None
         self.disks: dict[str, PowerDisk] = {}
+        self.specs: dict[str, NodeSpec] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Cluster:
         if self.power:
+            if Feature.POWER not in self.system.features:
+                raise ClusterError(f"{self.system.name} does not support power cuts (its disk on powerfs)")
             if reason := powerfs.unavailable_reason():
                 raise ClusterError(reason)
             self.workdir = self.workdir.absolute()  # paths as seen from inside the mount namespace
@@ -114,9 +127,10 @@ class Cluster:
             netns.create_cluster_net(self.topo)
             if self.power:
                 self.mntns = MountNamespace.start(self.topo.switch_netns, self.workdir / "mountns.log")
-            peers = ",".join(f"{i}={self.address(i)}" for i in self.topo.nodes)
+            members = tuple(self._member(i) for i in self.topo.nodes)
             for i in self.topo.nodes:
-                self.argv[i] = self._argv(i, ["--peers", peers])
+                self.specs[i] = self._spec(i, members)
+                self.argv[i] = self.system.argv(self.specs[i])
                 self._spawn(i)
             for i in self.topo.nodes:
                 self.wait_healthy(i)
@@ -163,20 +177,20 @@ class Cluster:
         self.save_events()
 
     # ------------------------------------------------------------------ nodes
-    def _argv(self, node: str, membership: list[str]) -> list[str]:
-        args = [sys.executable, "-m", "node", "--id", node, "--listen", self.address(node),
-                "--data-dir", str(self.data_dir(node)), *membership, *self.node_args]
-        if self.secret:
-            sf = self.workdir / "secret"
-            if not sf.exists():
-                sf.write_text(self.secret)
-                sf.chmod(0o600)
-            args += ["--secret-file", str(sf)]
-        return args
+    def _member(self, node: str) -> Member:
+        assert self.topo is not None
+        return Member(node, topology.node_address(self.topo.slot, node), self.system.client_port,
+                      self.system.peer_port)
+
+    def _spec(self, node: str, members: tuple[Member, ...], join_via: str | None = None) -> NodeSpec:
+        m = self._member(node)
+        return NodeSpec(node, m.ip, m.client_port, m.peer_port, self.data_dir(node), members,
+                        joining=join_via is not None, join_via=join_via)
 
     def _spawn(self, node: str) -> None:
         assert self.topo is not None
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.node_env}
+        spec = self.specs.get(node)
+        env = {**os.environ, **(self.system.env(spec) if spec else {}), **self.node_env}
         mntns = None
         if self.power:
             self.disk(node).mount()  # after a power cut: a fresh daemon on the durable state
@@ -203,7 +217,14 @@ class Cluster:
 
     def address(self, node: str) -> str:
         assert self.topo is not None
-        return f"{topology.node_address(self.topo.slot, node)}:{NODE_PORT}"
+        return f"{topology.node_address(self.topo.slot, node)}:{self.system.client_port}"
+
+    def endpoint(self, node: str) -> Endpoint:
+        assert self.topo is not None
+        return Endpoint(node, topology.node_address(self.topo.slot, node), self.system.client_port)
+
+    def endpoints(self) -> dict[str, Endpoint]:
+        return {n: self.endpoint(n) for n in self.nodes}
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -226,17 +247,26 @@ class Cluster:
         return {"Authorization": f"Bearer {self.secret}"} if self.secret else {}
 
     def http(self, node: str, method: str, path: str, body: Any = None, timeout: float = 5.0) -> Any:
+        """An HTTP request to ``node``'s client address (raftnet's secret sent when set)."""
         return request(self.address(node), method, path, body, headers=self._headers(), timeout=timeout)
 
-    def wait_healthy(self, node: str, timeout: float = 20.0) -> None:
+    def wait_healthy(self, node: str, timeout: float = 30.0) -> None:
+        """Wait until ``node``'s process serves its client port (the system's ``ready``)."""
         p = self.procs[node]
+        ep = self.endpoint(node)
 
         def up() -> bool:
             if not p.is_alive():
-                raise ClusterError(f"{node} exited: {self.tail(node)}")
-            return bool(self.http(node, "GET", "/v1/health", timeout=1).status == 200)
+                raise ClusterError(f"{node} exited (command: {' '.join(self.argv.get(node, []))[:300]}): "
+                                   f"{self.tail(node, 5)}")
+            return self.system.ready(ep, 1.0)
 
-        wait_for(up, timeout, what=f"{node} healthy")
+        try:
+            wait_for(up, timeout, interval=0.05, what=f"{node} healthy")
+        except TimeoutError:
+            raise ClusterError(f"{node} did not serve on {ep.address} within {timeout:.0f} s (is the "
+                               f"{self.system.name} client port {self.system.client_port} right?): "
+                               f"{self.tail(node, 5)}") from None
 
     def tail(self, node: str, lines: int = 20) -> str:
         try:
@@ -245,25 +275,39 @@ class Cluster:
             return ""
 
     def status(self, node: str, timeout: float = 1.0) -> dict[str, Any] | None:
-        """The node's /v1/status, or None when it does not answer."""
-        try:
-            r = self.http(node, "GET", "/v1/status", timeout=timeout)
-        except (OSError, http.client.HTTPException):
+        """The node's own status document (raftnet: /v1/status), or None when it does not answer."""
+        if isinstance(self.system, RaftnetSystem):
+            return self.system.raw_status(self.endpoint(node), timeout)
+        st = self.node_status(node, timeout)
+        return dict(st.raw) if st else None
+
+    def node_status(self, node: str, timeout: float = 1.0) -> NodeStatus | None:
+        """``node``'s status as the system reports it (None: no answer, or no status hook)."""
+        if Feature.STATUS not in self.system.features:
             return None
-        return r.body if r.status == 200 and isinstance(r.body, dict) else None
+        try:
+            return self.system.status(self.endpoint(node), timeout)
+        except (OSError, http.client.HTTPException, ValueError):
+            return None
+
+    @property
+    def knows_leader(self) -> bool:
+        return Feature.STATUS in self.system.features
 
     def leader(self, timeout: float = 10.0, among: Iterable[str] | None = None) -> str:
         """Wait for a node that leads the highest term seen and that a peer (or no peer) follows."""
+        if not self.knows_leader:
+            raise ClusterError(f"{self.system.name} reports no status: its leader is unknown")
         pool = list(among) if among is not None else None
 
         def find() -> str | None:
-            sts = {n: s for n in (pool or self.nodes) if self._reachable(n) and (s := self.status(n))}
-            leaders = [(s["term"], n) for n, s in sts.items() if s["role"] == "leader"]
+            sts = {n: s for n in (pool or self.nodes) if self._reachable(n) and (s := self.node_status(n))}
+            leaders = [(s.term or 0, n) for n, s in sts.items() if s.role == "leader"]
             if not leaders:
                 return None
             term, ld = max(leaders)
-            voters = [m for m in sts[ld]["members"] if m["voter"]]
-            followers = [n for n, s in sts.items() if n != ld and s["leader_id"] == ld and s["term"] == term]
+            voters = [m for m, voter in (sts[ld].members or ()) if voter]
+            followers = [n for n, s in sts.items() if n != ld and s.leader == ld and (s.term or 0) == term]
             return ld if followers or len(voters) == 1 else None
 
         try:
@@ -318,7 +362,8 @@ class Cluster:
     def _apply_rules(self) -> None:
         assert self.topo is not None
         firewall.apply(self.topo, {topology.NodeId(k): {topology.NodeId(s) for s in v} for k, v in self.grudge.items()},
-                       {topology.NodeId(k): v for k, v in self.loss_pct.items()}, self.backend)
+                       {topology.NodeId(k): v for k, v in self.loss_pct.items()}, self.backend,
+                       port=self.system.peer_ports)
         self.save()
 
     def link_down(self, node: str) -> None:
@@ -425,22 +470,14 @@ class Cluster:
         self.save()
 
     # ------------------------------------------------------------------ membership
-    def _leader_call(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            ld = self.leader(timeout=max(1.0, deadline - time.monotonic()))
-            r = self.http(ld, method, path, body, timeout=max(1.0, deadline - time.monotonic()))
-            if r.status == 200:
-                return r.body
-            last = r
-            if r.status in (400, 404):
-                raise ClusterError(f"{method} {path}: {r.body}")
-            time.sleep(0.1)
-        raise ClusterError(f"{method} {path} did not succeed: {last.body if last else 'no leader'}")
+    def _membership(self) -> None:
+        if Feature.MEMBERSHIP not in self.system.features:
+            raise ClusterError(f"{self.system.name} has no membership hooks: nodes cannot be added or removed")
 
     def add(self, node: str | None = None) -> str:
-        """Add a new node: a new namespace, a process started with --join, promoted to voter."""
+        """Add a new node: a new namespace, the system's add hook, its process (joining), then wait
+        until the leader counts it as a voter."""
+        self._membership()
         assert self.topo is not None
         node = node or self.topo.next_node_id()
         if node in self.topo.nodes:
@@ -453,15 +490,15 @@ class Cluster:
         shutil.rmtree(self.data_dir(node), ignore_errors=True)
         if self.power:  # a removed node's id comes back on a fresh disk, not its old store
             shutil.rmtree(self.workdir / f"{node}.disk", ignore_errors=True)
-        self.argv[node] = self._argv(node, ["--join", self.address(via)])
+        members = tuple(self._member(i) for i in self.topo.nodes)
+        self.specs[node] = self._spec(node, members, join_via=self.address(via))
+        self.system.add_member(self.endpoint(via), self.specs[node], 30.0)
+        self.argv[node] = self.system.argv(self.specs[node])
         self._spawn(node)
         self.wait_healthy(node)
 
         def voter() -> bool:
-            st = self.status(self.leader(timeout=5.0))
-            if not st:
-                return False
-            return any(m["id"] == node and m["voter"] for m in st["members"])
+            return self.system.promoted(self.endpoint(self.leader(timeout=5.0)), node, 2.0)
 
         wait_for(voter, 60, interval=0.1, what=f"{node} to become a voter")
         self._close_open(lambda f: f.key.startswith("member:"))  # a removal's window ends here
@@ -471,9 +508,13 @@ class Cluster:
 
     def remove(self, node: str) -> None:
         """Remove ``node`` from the membership through the leader, then its process and namespace."""
+        self._membership()
         assert self.topo is not None
         self.check_node(node)
-        self._leader_call("DELETE", f"/v1/members/{node}")
+        try:
+            self.system.remove_member(self.endpoint(self.leader(timeout=30.0)), node, 30.0)
+        except (NotSupportedError, TimeoutError) as e:
+            raise ClusterError(f"remove {node}: {e}") from None
         p = self.procs.pop(node)
         try:
             p.resume()
@@ -489,6 +530,7 @@ class Cluster:
         self.loss_pct.pop(node, None)
         self.links_down.discard(node)
         self.removed.add(node)
+        self.specs.pop(node, None)
         if self.grudge or self.loss_pct:
             self._apply_rules()
         self._fault(f"member:{node}", f"remove {node}")
@@ -549,6 +591,7 @@ class Cluster:
         state = {
             "name": self.name, "n": self.n, "slot": self.topo.slot, "nodes": list(self.topo.nodes),
             "workdir": str(self.workdir), "node_args": self.node_args, "secret": self.secret,
+            "system": source_of(self.system),
             "argv": self.argv, "procs": {n: p.record() for n, p in self.procs.items()},
             "grudge": {k: sorted(v) for k, v in self.grudge.items()}, "loss": self.loss_pct,
             "links_down": sorted(self.links_down), "removed": sorted(self.removed), "t0": self.t0,
@@ -569,11 +612,17 @@ class Cluster:
             st = json.loads((Path(workdir) / "state.json").read_text())
         except (OSError, ValueError) as e:
             raise ClusterError(f"no cluster state in {workdir}: {e}") from None
-        c = cls(st["n"], workdir=Path(st["workdir"]), name=st["name"], node_args=st["node_args"],
-                secret=st["secret"], owner_pid=st["owner_pid"], base_dir=st.get("base_dir"),
-                power=st.get("power", False), node_env=st.get("node_env"))
+        src = st.get("system")
+        system = load_system(src) if src else None
+        raftnet = system is None or isinstance(system, RaftnetSystem)
+        c = cls(st["n"], workdir=Path(st["workdir"]), name=st["name"],
+                node_args=st["node_args"] if raftnet else (), secret=st["secret"] if raftnet else None,
+                owner_pid=st["owner_pid"], base_dir=st.get("base_dir"), power=st.get("power", False),
+                node_env=st.get("node_env"), system=None if raftnet else system)
         c.topo = Topology(st["slot"], tuple(topology.NodeId(n) for n in st["nodes"]))
         c.argv = st["argv"]
+        members = tuple(c._member(n) for n in c.topo.nodes)
+        c.specs = {n: c._spec(n, members) for n in c.topo.nodes}
         c.procs = {n: _reattach(r) for n, r in st["procs"].items()}
         c.grudge = {k: set(v) for k, v in st["grudge"].items()}
         c.loss_pct = dict(st["loss"])

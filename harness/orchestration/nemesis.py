@@ -46,6 +46,19 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def unsupported(system: Any, kinds: Sequence[str]) -> dict[str, str]:
+    """The kinds in ``kinds`` that ``system`` cannot undergo, each with the reason (one line)."""
+    from harness.systems.base import Feature
+
+    out = {}
+    feats: frozenset[Feature] = getattr(system, "features", frozenset())
+    if "membership" in kinds and Feature.MEMBERSHIP not in feats:
+        out["membership"] = f"{system.name} has no membership hooks (add_member / remove_member)"
+    if "power" in kinds and Feature.POWER not in feats:
+        out["power"] = f"{system.name} does not run on a powerfs disk"
+    return out
+
+
 def parse_kinds(text: str) -> tuple[str, ...]:
     """``"partition,kill"`` or ``"all"`` -> the kinds, validated."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
@@ -140,6 +153,8 @@ def ring_groups(nodes: Sequence[str]) -> dict[str, set[str]]:
 class Target(Protocol):
     """What the interpreter needs from a cluster."""
 
+    @property
+    def knows_leader(self) -> bool: ...
     def members(self) -> list[str]: ...
     def leader(self, timeout: float = ...) -> str: ...
     def partition(self, *groups: Sequence[str]) -> None: ...
@@ -176,6 +191,8 @@ def apply(target: Target, fault: Fault) -> Applied:
     s = fault.shape
 
     def pick(node: str) -> str:
+        if node in ("leader", "follower") and not target.knows_leader:  # a black box: any node
+            return random.Random(fault.at).choice(members)
         if node in ("leader",):
             return target.leader(timeout=10.0)
         if node == "follower":

@@ -1,5 +1,4 @@
-"""An asyncio client for the node's HTTP API that records every operation
-into a History: invoke before sending, then ok / fail / info.
+"""An asyncio client of raftnet's HTTP API that classifies every completion.
 
 - ok: 200; a 404 read (value None); a 409 cas (output False).
 - fail: the operation definitely did not happen: 307 (when bound to one
@@ -10,87 +9,69 @@ into a History: invoke before sending, then ok / fail / info.
 
 A client is either bound to one node (Jepsen-style: each client talks to its
 own node and records a 307 as a failure) or follows 307 redirects to the
-leader. Writes carry X-Client-Id / X-Request-Seq.
+leader. Writes carry X-Client-Id / X-Request-Seq (exactly-once sessions).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
-from harness.model.history import History, OpType
+from harness.model.history import OpType
+from harness.systems.base import Endpoint, Op, Outcome
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    type: OpType
-    value: Any = None
-    index: int | None = None
-    error: str | None = None
-    node: str | None = None
+def session(limit: int = 0) -> aiohttp.ClientSession:
+    """A session that never re-sends a request on its own.
+
+    aiohttp silently re-sends a PUT or DELETE on a new connection when a pooled one breaks after the
+    request went out (RFC 9112 §9.3.1.1); if the node died, the re-send's connect error would be
+    recorded as a definite `fail` although the first copy may commit. There is no public switch, so
+    turn the private one off: a broken connection must surface as `info`."""
+    s = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit))
+    if hasattr(s, "_retry_connection"):
+        s._retry_connection = False
+    return s
 
 
-class Client:
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        history: History,
-        process: int,
-        addresses: Mapping[str, str],
-        node: str | None = None,
-        *,
-        client_id: str | None = None,
-        timeout: float = 5.0,
-        follow_redirects: bool = False,
-        clock: Callable[[], float] = time.monotonic,
-        secret: str | None = None,
-    ) -> None:
-        self.session = session
-        # aiohttp silently re-sends a PUT or DELETE on a new connection when a pooled one breaks
-        # after the request went out (RFC 9112 §9.3.1.1); if the node died, the re-send's connect
-        # error would be recorded as a definite `fail` although the first copy may commit. There is
-        # no public switch, so turn the private one off: a broken connection must surface as `info`.
-        if hasattr(session, "_retry_connection"):
-            session._retry_connection = False
-        self.history = history
-        self.process = process
-        self.addresses = addresses  # node id -> HOST:PORT (live view: nodes may be added)
-        self.node = node
-        self.client_id = client_id or f"c{process}-{id(self):x}"
+_ROUTES = {"read": ("GET", ""), "write": ("PUT", ""), "cas": ("POST", "/cas"), "delete": ("DELETE", "")}
+
+
+class RaftnetClient:
+    def __init__(self, *, client_id: str, timeout: float = 5.0, follow_redirects: bool = False,
+                 headers: Mapping[str, str] | None = None, clock: Any = time.monotonic) -> None:
+        self.client_id = client_id
         self.seq = 0
         self.timeout = timeout
         self.follow = follow_redirects
+        self.headers = dict(headers or {})
         self.clock = clock
-        self.headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        self._session: aiohttp.ClientSession | None = None
 
-    # ------------------------------------------------------------------ operations
-    async def read(self, key: str) -> Outcome:
-        return await self._op("read", key, None, "GET", "", None)
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
-    async def write(self, key: str, value: str) -> Outcome:
-        return await self._op("write", key, value, "PUT", "", {"value": value})
+    async def call(self, node: str, op: Op, endpoints: Mapping[str, Endpoint]) -> Outcome:
+        if self._session is None:
+            self._session = session()
+        method, suffix = _ROUTES[op.f]
+        body: Any = None
+        if op.f == "write":
+            body = {"value": op.value}
+        elif op.f == "cas":
+            body = {"expect": op.value[0], "value": op.value[1]}
+        return await self._send(op.f, method, f"/v1/kv/{quote(op.key, safe='')}{suffix}", body, node, endpoints)
 
-    async def cas(self, key: str, expect: str | None, new: str) -> Outcome:
-        return await self._op("cas", key, [expect, new], "POST", "/cas", {"expect": expect, "value": new})
-
-    async def delete(self, key: str) -> Outcome:
-        return await self._op("delete", key, None, "DELETE", "", None)
-
-    # ------------------------------------------------------------------ plumbing
-    async def _op(self, f: str, key: str, value: Any, method: str, suffix: str, body: Any) -> Outcome:
-        node = self.node or next(iter(self.addresses))
-        self.history.invoke(self.process, f, key, value, self.clock(), node=node)
-        out = await self._send(f, method, f"/v1/kv/{_quote(key)}{suffix}", body, node)
-        self.history.complete(self.process, out.type, out.value, self.clock(), node=out.node or node,
-                              index=out.index, error=out.error)
-        return out
-
-    async def _send(self, f: str, method: str, path: str, body: Any, node: str) -> Outcome:
+    async def _send(self, f: str, method: str, path: str, body: Any, node: str,
+                    endpoints: Mapping[str, Endpoint]) -> Outcome:
+        assert self._session is not None
         headers = dict(self.headers)
         if f != "read":
             self.seq += 1
@@ -101,16 +82,16 @@ class Client:
         indeterminate = OpType.FAIL if f == "read" else OpType.INFO
         deadline = self.clock() + self.timeout
         for _hop in range(4):
-            addr = self.addresses.get(node)
-            if addr is None:
+            ep = endpoints.get(node)
+            if ep is None:
                 return Outcome(OpType.FAIL, error=f"unknown node {node}")
             remaining = deadline - self.clock()
             if remaining <= 0:
                 return Outcome(indeterminate, error="timeout", node=node)
             sent = False
             try:
-                async with self.session.request(
-                    method, f"http://{addr}{path}", data=data, headers=headers, allow_redirects=False,
+                async with self._session.request(
+                    method, f"http://{ep.address}{path}", data=data, headers=headers, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=remaining, connect=min(1.0, remaining)),
                 ) as resp:
                     sent = True
@@ -120,9 +101,8 @@ class Client:
                 return Outcome(OpType.FAIL, error=f"connect: {e.os_error!r}"[:200], node=node)
             except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as e:
                 # the request may have reached the node: a write may have happened
-                kind = OpType.FAIL if (f == "read") else OpType.INFO
-                return Outcome(kind, error=f"{type(e).__name__}{' after send' if sent else ''}", node=node)
-            out = self._interpret(f, status, payload if isinstance(payload, dict) else {}, node)
+                return Outcome(indeterminate, error=f"{type(e).__name__}{' after send' if sent else ''}", node=node)
+            out = interpret(f, status, payload if isinstance(payload, dict) else {}, node, self.follow)
             if out is not None:
                 return out
             leader = payload.get("leader") if isinstance(payload, dict) else None
@@ -132,27 +112,23 @@ class Client:
             node = target
         return Outcome(OpType.FAIL, error="too many redirects", node=node)
 
-    def _interpret(self, f: str, status: int, p: dict[str, Any], node: str) -> Outcome | None:
-        index = p.get("index") if isinstance(p.get("index"), int) else None
-        if status == 200:
-            value = p.get("value") if f == "read" else (True if f == "cas" else None)
-            return Outcome(OpType.OK, value, index, node=node)
-        if status == 404 and f == "read" and p.get("error") == "not_found":
-            return Outcome(OpType.OK, None, node=node)
-        if status == 409 and f == "cas" and p.get("error") == "cas_failed":
-            return Outcome(OpType.OK, False, error="cas_failed", node=node)
-        if status == 307:
-            if self.follow:
-                return None
-            return Outcome(OpType.FAIL, error="not_leader", node=node)
-        if status == 504:
-            return Outcome(OpType.FAIL if f == "read" else OpType.INFO, error="timeout", node=node)
-        if status == 503 or 400 <= status < 500:  # 503 and 4xx: definitely not applied
-            return Outcome(OpType.FAIL, error=str(p.get("error") or status), node=node)
-        return Outcome(OpType.FAIL if f == "read" else OpType.INFO, error=f"HTTP {status}", node=node)
 
-
-def _quote(key: str) -> str:
-    from urllib.parse import quote
-
-    return quote(key, safe="")
+def interpret(f: str, status: int, p: dict[str, Any], node: str, follow: bool) -> Outcome | None:
+    """raftnet's status-to-outcome mapping (pure); None: follow the 307."""
+    index = p.get("index") if isinstance(p.get("index"), int) else None
+    if status == 200:
+        value = p.get("value") if f == "read" else (True if f == "cas" else None)
+        return Outcome(OpType.OK, value, index, node=node)
+    if status == 404 and f == "read" and p.get("error") == "not_found":
+        return Outcome(OpType.OK, None, node=node)
+    if status == 409 and f == "cas" and p.get("error") == "cas_failed":
+        return Outcome(OpType.OK, False, error="cas_failed", node=node)
+    if status == 307:
+        if follow:
+            return None
+        return Outcome(OpType.FAIL, error="not_leader", node=node)
+    if status == 504:
+        return Outcome(OpType.FAIL if f == "read" else OpType.INFO, error="timeout", node=node)
+    if status == 503 or 400 <= status < 500:  # 503 and 4xx: definitely not applied
+        return Outcome(OpType.FAIL, error=str(p.get("error") or status), node=node)
+    return Outcome(OpType.FAIL if f == "read" else OpType.INFO, error=f"HTTP {status}", node=node)

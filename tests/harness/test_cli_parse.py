@@ -75,8 +75,13 @@ def test_every_command_parses() -> None:
 
 
 def test_check_defaults_and_options() -> None:
-    a = parse("check")
-    assert (a.nodes, a.time, a.clients, a.keys, a.nemesis, a.seed, a.out) == (5, 60.0, 10, 5, "all", None, None)
+    a = parse("check")  # unset: filled from the cluster file's [check], else 5 nodes, 60 s, 10 clients, 5 keys, all
+    assert (a.nodes, a.time, a.clients, a.keys, a.nemesis, a.seed, a.out) == (None,) * 7
+    assert (a.system, a.config) == (None, None)
+    a = parse("check", "--system", "etcd")
+    assert a.system == "etcd"
+    a = parse("up", "--config", "x.toml")
+    assert a.config == Path("x.toml")
     a = parse("check", "--nodes", "3", "--time", "15", "--nemesis", "kill,partition", "--seed", "7", "--out", "/x/y",
               "--clients", "4", "--keys", "2")
     assert (a.nodes, a.time, a.nemesis, a.seed, a.out, a.clients, a.keys) == (

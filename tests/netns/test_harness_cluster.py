@@ -28,7 +28,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import psutil
 import pytest
 
@@ -38,8 +37,10 @@ from harness.model import topology
 from harness.model.history import History, OpType
 from harness.orchestration.cluster import Cluster, ClusterError
 from harness.orchestration.local import wait_for
+from harness.orchestration.recorder import Recorder
 from harness.orchestration.workload import converge
-from harness.systems.raftnet_client import Client
+from harness.systems.base import Endpoint
+from harness.systems.raftnet_client import RaftnetClient
 from tests.netns.conftest import Lab
 
 pytestmark = pytest.mark.netns
@@ -540,10 +541,14 @@ def test_a_write_that_reached_a_dying_node_is_not_recorded_as_failed(op: str) ->
     h = History()
 
     async def run(addr: str) -> None:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:  # as Workload's
-            c = Client(session, h, 0, {"n1": addr}, "n1", follow_redirects=True, timeout=5)
+        host, _, port = addr.rpartition(":")
+        c = Recorder(RaftnetClient(client_id="c", timeout=5, follow_redirects=True), h, 0,
+                     lambda: {"n1": Endpoint("n1", host, int(port))}, "n1")  # as Workload's
+        try:
             assert (await c.write("k", "first")).type is OpType.OK
             await (c.write("k", "second") if op == "write" else c.delete("k"))
+        finally:
+            await c.close()
 
     with dying_server() as (addr, got):
         asyncio.run(run(addr))

@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-import aiohttp
 import pytest
 
 from harness.model.history import History, OpType
@@ -33,8 +32,9 @@ from harness.model.invariants import LeaderWatch
 from harness.orchestration import local
 from harness.orchestration.cluster import Cluster
 from harness.orchestration.local import Response, wait_for
+from harness.orchestration.recorder import Recorder
 from harness.orchestration.workload import verify
-from harness.systems.raftnet_client import Client, Outcome
+from harness.systems.base import Outcome
 
 pytestmark = pytest.mark.netns
 
@@ -64,10 +64,12 @@ def run_ops(c: Cluster, h: History, node: str, calls: Sequence[tuple[str, str, s
     """(f, key, value) calls, in order, through one recording client bound to ``node``."""
 
     async def go() -> list[Outcome]:
-        async with aiohttp.ClientSession() as s:
-            cl = Client(s, h, next(PROCESS), c.addresses, node, follow_redirects=follow, timeout=timeout,
-                        secret=c.secret)
+        kv = c.system.client(timeout=timeout, client_id=f"scenario-{next(PROCESS)}", follow_redirects=follow)
+        cl = Recorder(kv, h, next(PROCESS), c.endpoints, node)
+        try:
             return [await (cl.read(k) if f == "read" else cl.write(k, v or "")) for f, k, v in calls]
+        finally:
+            await cl.close()
 
     return asyncio.run(go())
 
