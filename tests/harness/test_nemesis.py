@@ -261,6 +261,8 @@ def test_power_in_all_and_alone() -> None:
     assert nemesis.parse_kinds("power,kill") == ("power", "kill")
 
 
-def test_unknown_shape_raises() -> None:
+def test_unknown_shape_cannot_be_made() -> None:
+    with pytest.raises(ValueError, match="weird"):
+        Shape("weird")  # faults are typed: a planned fault names one of the shapes the interpreter knows
     with pytest.raises(NemesisError, match="weird"):
-        nemesis.apply(FakeCluster(), Fault(1, 3, Kind("partition"), Shape("weird")))
+        nemesis.parse_kinds("partition,weird")
