@@ -376,9 +376,9 @@ def _request(t: Mapping[str, Any], f: str, where: str, redirect: Codes | None = 
         except ValueError as e:
             raise _fail(f"{where}.body", f"not JSON once filled in ({e}); put {{value}} outside quotes") from None
     headers = _headers(t, "headers", where, fields & _HEADER_FIELDS) if op else {}
-    lists = {name: Codes.parse(t[name], f"{where}.{name}")
-             for name in ("ok", "absent", "mismatch", "fail", "info") if name in t}
-    lists.setdefault("ok", Codes(classes=frozenset({2})))
+    lists = {"ok": Codes(classes=frozenset({2}))}  # the default
+    lists.update((name, Codes.parse(t[name], f"{where}.{name}"))
+                 for name in ("ok", "absent", "mismatch", "fail", "info") if name in t)
     if redirect is not None:
         lists["redirect"] = redirect  # so a redirect code, like any other, is in one list only
     value = _where_path(t.get("value", "value"), f"{where}.value") if f == "read" else None
