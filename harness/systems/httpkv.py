@@ -15,7 +15,7 @@ Schema (every table rejects unknown fields; errors name the field, e.g. ``system
     env = { VAR = "..." }        # optional, templated like command
     client_port = 7000           # required
     peer_ports = [7000]          # optional (default [client_port]): the ports the faults match
-    headers = { Name = "..." }   # optional: sent with every request, as written
+    headers = { Name = "..." }   # optional: sent with every request, as written (no fields)
 
     [system.ready]               # required: the node serves
     [system.status]              # optional: role, term, leader, commit and applied index (Feature.STATUS)
@@ -25,17 +25,19 @@ Schema (every table rejects unknown fields; errors name the field, e.g. ``system
     [system.cas]                 # optional; without it the workload must not issue cas
     [system.delete]              # optional; likewise (see ``HttpKvSystem.ops``)
 
-A request table (ready, status, read, write, cas, delete) has ``method`` (default GET for ready,
-status and read; required for the others), ``path`` (required), and the status lists ``ok``
-(default ``["2xx"]``), ``fail`` and ``info``; read adds ``absent`` (ok, value None) and
+Every request table has ``method`` (default GET for ready, status and read; required for write,
+cas and delete), ``path`` (required) and the status list ``ok`` (default ``["2xx"]``). An
+operation (read, write, cas, delete) adds ``body``, ``headers`` and the lists ``fail``
+(definitely not applied) and ``info`` (maybe applied); read adds ``absent`` (ok, value None) and
 ``value`` (where the value is in an ok answer, default ``"value"``); cas adds ``mismatch`` (ok,
 result False) and ``result`` (optional: where a boolean outcome is in an ok answer, for a service
-that answers 200 either way). Operations also take ``body`` and ``headers``.
+that answers 200 either way).
 
 - A status list holds codes (``404``) and classes (``"4xx"``); an exact code wins over a class, and
-  a code or class in two lists of one table is an error. A status in no list is ``info`` for
-  write / cas / delete and ``fail`` for read (a read changes nothing, so dropping it is exact);
-  ``info`` on a read is recorded as ``fail`` for the same reason.
+  a code or class in two lists of one table (``system.redirect.status`` counts as a list of every
+  operation) is an error. A status in no list is ``info`` for write / cas / delete and ``fail``
+  for read (a read changes nothing, so dropping it is exact); ``info`` on a read is recorded as
+  ``fail`` for the same reason.
 - Templates: in an operation's ``path``, ``body`` and ``headers``, ``{name}`` of a known field is
   filled in and every other brace is literal, so JSON bodies need no escaping. Fields: ``{key}``,
   ``{client_id}``, ``{seq}`` (a number per call of a client, kept across redirects: an
@@ -213,7 +215,7 @@ def dig(doc: Any, path: tuple[str, ...]) -> Any:
     for part in path:
         if isinstance(doc, dict) and part in doc:
             doc = doc[part]
-        elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
+        elif isinstance(doc, list) and part.isascii() and part.isdigit() and int(part) < len(doc):
             doc = doc[int(part)]
         else:
             return _ABSENT
@@ -269,11 +271,8 @@ class StatusSpec:
             role = None if not isinstance(role, bool) else ("leader" if role is self.leader_role else "follower")
         elif role is not None:
             role = "leader" if role == self.leader_role else str(role)
-        leader = at("leader")
         return NodeStatus(
-            role=role, term=_as_int(at("term")),
-            leader=str(leader) if isinstance(leader, (str, int)) and not isinstance(leader, bool) and leader != ""
-            else None,
+            role=role, term=_as_int(at("term")), leader=_node_id(at("leader")),
             commit_index=_as_int(at("commit_index")), applied_index=_as_int(at("applied_index")),
             raw=doc if isinstance(doc, dict) else {},
         )
@@ -282,9 +281,16 @@ class StatusSpec:
 def _as_int(v: Any) -> int | None:
     if isinstance(v, int) and not isinstance(v, bool):
         return v
-    if isinstance(v, str) and v.isdigit():  # some services send 64-bit numbers as strings
+    if isinstance(v, str) and v.isascii() and v.isdigit():  # some services send 64-bit numbers as strings
         return int(v)
     return None
+
+
+def _node_id(v: Any) -> str | None:
+    """A node id from an answer: a non-empty string or a number."""
+    if isinstance(v, bool) or not isinstance(v, (str, int)) or v == "":
+        return None
+    return str(v)
 
 
 @dataclass(frozen=True)
@@ -345,8 +351,8 @@ def _headers(t: Mapping[str, Any], key: str, where: str, allowed: frozenset[str]
     for name, value in _str_table(t, key, where).items():
         if not _TOKEN.fullmatch(name):
             raise _fail(f"{where}.{key}", f"{name!r} is not a header name")
-        if "\r" in value or "\n" in value:
-            raise _fail(f"{where}.{key}.{name}", "a header value cannot hold a line break")
+        if not value.isascii() or not value.isprintable():
+            raise _fail(f"{where}.{key}.{name}", "a header value is printable ASCII")
         out[name] = Template.parse(value, allowed, f"{where}.{key}.{name}")
     return out
 
@@ -366,8 +372,8 @@ def _request(t: Mapping[str, Any], f: str, where: str, redirect: Codes | None = 
         raise _fail(f"{where}.method", f"{method!r} is not an HTTP method")
     fields = frozenset(_OP_FIELDS.get(f, ()))
     path = Template.parse(_string(t, "path", where), fields & _PATH_FIELDS, f"{where}.path")
-    if not path.text.startswith("/"):
-        raise _fail(f"{where}.path", "must start with /")
+    if not path.text.startswith("/") or not path.text.isascii() or not path.text.isprintable() or " " in path.text:
+        raise _fail(f"{where}.path", "expected an ASCII path starting with /, without spaces (percent-encode them)")
     body = None
     if "body" in t:
         body = Template.parse(t["body"], fields, f"{where}.body")
@@ -544,9 +550,7 @@ class HttpKvSystem(CommandSystem):
         req = self.requests[f]
         verdict = req.verdicts.of(status)
         if verdict == "redirect" and self.redirect_leader is not None:
-            leader = dig(_json(payload), self.redirect_leader)
-            ok_leader = isinstance(leader, (str, int)) and not isinstance(leader, bool) and leader != ""
-            return Redirect(str(leader) if ok_leader else None, status)
+            return Redirect(_node_id(dig(_json(payload), self.redirect_leader)), status)
         maybe = OpType.FAIL if f == "read" else OpType.INFO
         if verdict == "ok":
             if f == "read":

@@ -134,7 +134,11 @@ async def _call_unsupported(s: HttpKvSystem) -> None:
     ("join_command", "serve --join {joint}", "system.join_command: unknown field {joint}"),
     ("env", {"DIR": "{data}"}, "system.env.DIR: unknown field {data}"),
     ("read.path", "/kv/{value}", "system.read.path: unknown field {value} (fields here: {client_id}, {key}, {seq})"),
-    ("read.path", "kv/{key}", "system.read.path: must start with /"),
+    ("read.path", "kv/{key}", "system.read.path: expected an ASCII path starting with /"),
+    ("read.path", "/kv/{key} x", "system.read.path: expected an ASCII path"),
+    ("ready.path", "/здоровье", "system.ready.path: expected an ASCII path"),
+    ("headers", {"Authorization": "Bearer é"}, "system.headers.Authorization: a header value is printable ASCII"),
+    ("write.headers", {"X-Id": "{client_id}\n"}, "system.write.headers.X-Id: a header value is printable"),
     ("write.body", '{"v": {expect}}', "system.write.body: unknown field {expect}"),
     ("write.body", '{"v": "{value}"}', "system.write.body: not JSON once filled in"),
     ("write.body", '{"v": {value}', "system.write.body: not JSON once filled in"),
@@ -327,6 +331,8 @@ def test_status_with_a_boolean_role_and_nested_fields() -> None:
     assert (got.role, got.leader, got.term) == ("follower", "n3", 2)
     assert s.status_spec.parse({"raft": {"is_leader": True, "leader": [""]}}).role == "leader"
     assert s.status_spec.parse([]).role is None
+    assert s.status_spec.parse({"raft": {"term": "²", "leader": {"0": "n1"}}}) == NodeStatus(
+        raw={"raft": {"term": "²", "leader": {"0": "n1"}}}, leader="n1")
 
 
 # -- the client against small local servers ------------------------------------------------------
