@@ -620,8 +620,8 @@ class HttpKvClient:
             if ep is None:
                 return Outcome(OpType.FAIL, error=f"unknown node {node}", node=node)
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return Outcome(maybe, error="timeout", node=node)
+            if remaining <= 0:  # before sending again; the hops before were redirects, not applied
+                return Outcome(OpType.FAIL, error="timeout before sending", node=node)
             host = f"[{ep.host}]" if ":" in ep.host else ep.host
             url = yarl.URL(f"http://{host}:{ep.port}{path}", encoded=True)  # the key stays as quoted
             try:
