@@ -452,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # one line, not a traceback (RAFTNET_DEBUG=1 shows it)
+        from harness.orchestration.cluster import NodeStartError
+
+        if isinstance(e, NodeStartError):  # the system's command or port: a configuration error
+            print(f"{PROG}: {e}", file=sys.stderr)
+            return 2
         if os.environ.get("RAFTNET_DEBUG"):
             raise
         first = str(e).splitlines()[0] if str(e) else ""

@@ -56,6 +56,11 @@ class ClusterError(HarnessError):
     """A cluster operation that cannot be done (unknown node, no leader, ...)."""
 
 
+class NodeStartError(ClusterError):
+    """A node's command does not start, or its process never serves the system's client port: a
+    configuration error (the CLI exits 2)."""
+
+
 @dataclass
 class _OpenFault:
     index: int  # position in events
@@ -197,8 +202,11 @@ class Cluster:
             self.disk(node).mount()  # after a power cut: a fresh daemon on the durable state
             assert self.mntns is not None
             mntns = self.mntns.path
-        self.procs[node] = spawn(self.topo.netns(node), self.argv[node], self.log_path(node), env=env,
-                                 mntns=mntns)
+        try:
+            self.procs[node] = spawn(self.topo.netns(node), self.argv[node], self.log_path(node), env=env,
+                                     mntns=mntns)
+        except OSError as e:
+            raise NodeStartError(f"{node}: cannot start {self.argv[node][0]!r}: {e.strerror or e}") from None
 
     def disk(self, node: str) -> PowerDisk:
         """``node``'s powerfs disk (power clusters only): store ``<node>.disk``, mounted on its data dir."""
@@ -258,16 +266,18 @@ class Cluster:
 
         def up() -> bool:
             if not p.is_alive():
-                raise ClusterError(f"{node} exited (command: {' '.join(self.argv.get(node, []))[:300]}): "
-                                   f"{self.tail(node, 5)}")
+                last = " | ".join(line.strip() for line in self.tail(node, 3).splitlines() if line.strip())
+                raise NodeStartError(f"{node} exited at start (command: {' '.join(self.argv.get(node, []))[:200]})"
+                                     f"{': ' + last[-300:] if last else ''}")
             return self.system.ready(ep, 1.0)
 
         try:
             wait_for(up, timeout, interval=0.05, what=f"{node} healthy")
         except TimeoutError:
-            raise ClusterError(f"{node} did not serve on {ep.address} within {timeout:.0f} s (is the "
-                               f"{self.system.name} client port {self.system.client_port} right?): "
-                               f"{self.tail(node, 5)}") from None
+            last = " | ".join(line.strip() for line in self.tail(node, 3).splitlines() if line.strip())
+            raise NodeStartError(f"{node} did not serve on {ep.address} within {timeout:.0f} s (is the "
+                                 f"{self.system.name} client port {self.system.client_port} right?)"
+                                 f"{': ' + last[-300:] if last else ''}") from None
 
     def tail(self, node: str, lines: int = 20) -> str:
         try:
