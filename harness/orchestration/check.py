@@ -128,7 +128,10 @@ def run_check(cfg: CheckConfig, out_stream: TextIO = sys.stdout) -> CheckResult:
     if v.ok:
         verdict = f"VERDICT: linearizable, 0 acknowledged writes lost, {v.operations} ops, {nem.done} faults"
     else:
-        what = {checker.Result.ILLEGAL: f"NOT linearizable on key {v.check.key!r}",
+        culprit = v.check.culprit
+        stale = (f" (a stale read? {culprit} fits no order)" if culprit is not None and culprit.f == "read"
+                 else f" ({culprit} fits no order)" if culprit is not None else "")
+        what = {checker.Result.ILLEGAL: f"NOT linearizable on key {v.check.key!r}{stale}",
                 checker.Result.UNKNOWN: "linearizability unknown (checker budget exhausted)",
                 checker.Result.OK: "linearizable"}[v.check.result]
         extra = f", {len(v.problems)} invariant violations: {v.problems[0]}" if v.problems else ""

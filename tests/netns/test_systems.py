@@ -76,3 +76,33 @@ def test_a_port_the_system_never_opens_is_one_line(tmp_path: Path) -> None:
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "7001" in err[0], r.stderr
     assert node_processes(out) == []
+
+
+def etcd_missing() -> str | None:
+    from harness.systems.etcd import unavailable_reason
+
+    return unavailable_reason()
+
+
+def test_etcd_survives_the_nemesis(tmp_path: Path) -> None:
+    if reason := etcd_missing():
+        pytest.skip(reason)
+    r, out = check(tmp_path, "--system", "etcd", "--nodes", "5", "--time", "25", "--nemesis", "all", "--seed", "1")
+    assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-2000:]}"
+    assert last_line(r).startswith("VERDICT: linearizable"), last_line(r)
+    assert "nemesis: power left out: etcd" in r.stdout  # what etcd cannot undergo is said, in one line
+    assert node_processes(out) == []
+
+
+def test_etcd_serializable_reads_are_caught_stale(tmp_path: Path) -> None:
+    """Serializable reads are served from a node's own state: under partitions some are stale, and the
+    checker must say so (the proof that the checker sees stale reads in a real system)."""
+    if reason := etcd_missing():
+        pytest.skip(reason)
+    r, out = check(tmp_path, "--system", "etcd-serializable", "--nodes", "5", "--time", "25", "--nemesis",
+                   "partition", "--seed", "1")
+    verdict = last_line(r)
+    assert r.returncode == 1, f"{r.stdout[-3000:]}\n{r.stderr[-2000:]}"
+    assert verdict.startswith("VERDICT: FAILED: NOT linearizable"), verdict
+    assert "read" in verdict, verdict
+    assert node_processes(out) == []
