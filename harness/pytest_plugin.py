@@ -31,7 +31,8 @@ tests get, with no conftest of their own:
   the invocation dir). A system that is not available here (its binary is
   missing: the adapter's ``unavailable_reason()``; its adapter cannot be
   imported; it refuses to start with a ``SystemError_``) SKIPS the test
-  with that one line. ``cluster.workload(c, **kw)`` is a ``Workload`` whose
+  with that one line (a cluster file that cannot be read or parsed is an
+  error, not a skip). ``cluster.workload(c, **kw)`` is a ``Workload`` whose
   history is kept; ``cluster.record()`` a History for the test's own
   operations, kept too. When the test fails, node logs, event logs and
   those histories go to ``runs/failed/<test>/``. Every cluster is
@@ -217,6 +218,7 @@ class ClusterFactory:
             raise ValueError("cluster(): give system= or config=, not both")
         from harness import config as cluster_file
         from harness.systems import by_name
+        from harness.systems.base import SystemError_
 
         sysobj: System | None
         try:
@@ -228,6 +230,8 @@ class ClusterFactory:
                 sysobj = system
         except ImportError as e:  # a built-in adapter that is not there
             pytest.skip(f"system {system or config} unavailable: {e}")
+        except SystemError_ as e:  # the system's own refusal (cannot import package.module:Class, ...)
+            pytest.skip(str(e))
         if sysobj is None:
             return None
         reason = unavailable(sysobj)
