@@ -221,7 +221,9 @@ def cmd_up(a: argparse.Namespace) -> int:
     from harness.orchestration.cluster import Cluster
 
     cf = _cluster_file(a)
-    if a.secret and cf.system.name != "raftnet":
+    from harness.systems.raftnet import RaftnetSystem
+
+    if a.secret and not isinstance(cf.system, RaftnetSystem):
         raise CliError("--secret is for the raftnet system", 2)
     _need_root()
     wd = _workdir(a.name)
@@ -251,7 +253,7 @@ def cmd_up(a: argparse.Namespace) -> int:
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         owner = holder.pid
     (wd / "holder.pid").write_text(str(owner))
-    system = None if cf.system.name == "raftnet" and a.secret else cf.system
+    system = None if isinstance(cf.system, RaftnetSystem) and a.secret else cf.system
     c = Cluster(a.nodes, workdir=wd, name=a.name, secret=a.secret if system is None else None, owner_pid=owner,
                 power=a.power, system=system)
     try:
@@ -415,7 +417,9 @@ def cmd_check(a: argparse.Namespace) -> int:
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
     out = a.out or Path("runs") / f"check-{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
     # raftnet without node flags of its own: with check's (frequent snapshots)
-    plain = cf.system.name == "raftnet" and not getattr(cf.system, "node_args", None)
+    from harness.systems.raftnet import RaftnetSystem
+
+    plain = isinstance(cf.system, RaftnetSystem) and not cf.system.node_args
     power = "power" in kinds and "power" not in unsupported(cf.system, kinds)
     r = run_check(CheckConfig(nodes=a.nodes, time=float(a.time), clients=a.clients, keys=a.keys, kinds=kinds,
                               seed=seed, out=out, power=power,

@@ -2,7 +2,9 @@
 # Installs the Debian/Ubuntu packages raftnet's harness needs when they are
 # missing and we are root: nftables and iptables (partitions, packet loss),
 # iproute2 (for humans), ruby (to check the Vagrantfile), wrk (the benchmark's load generator),
-# libfuse3-3 and fuse3 (powerfs, the power-cut disks: mfusepy loads libfuse3.so.3).
+# libfuse3-3 and fuse3 (powerfs, the power-cut disks: mfusepy loads libfuse3.so.3),
+# etcd-server (the second system under test; its packaged service is stopped and
+# disabled again when we installed it: the lab starts its own etcd processes).
 # Quick when everything is there; a no-op (with a hint) when not root.
 set -eu
 missing=""
@@ -14,6 +16,7 @@ have ruby || missing="$missing ruby"  # the Vagrantfile syntax test
 ldconfig -p 2>/dev/null | grep -q 'libfuse3\.so\.3' || /sbin/ldconfig -p 2>/dev/null | grep -q 'libfuse3\.so\.3' \
   || missing="$missing libfuse3-3"
 have fusermount3 || missing="$missing fuse3"
+have etcd || missing="$missing etcd-server"
 if [ "${RAFTNET_WITH_WRK:-0}" = 1 ]; then
   have wrk || missing="$missing wrk"
 fi
@@ -31,3 +34,9 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
+case "$missing" in
+  *etcd-server*)
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+      systemctl disable --now etcd >/dev/null 2>&1 || true
+    fi ;;
+esac

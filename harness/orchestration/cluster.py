@@ -33,7 +33,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from harness.lab import alloc, firewall, netns, powerfs
 from harness.lab.mountns import MountNamespace, PowerDisk
 from harness.lab.process import NodeProcess, ProcessGoneError, kill_all, spawn
 from harness.model import topology
+from harness.model.faults import Active, Scope
 from harness.model.topology import Topology
 from harness.orchestration.local import request, wait_for
 from harness.orchestration.report import EventRecord
@@ -58,7 +59,7 @@ class ClusterError(HarnessError):
 @dataclass
 class _OpenFault:
     index: int  # position in events
-    key: str
+    fault: Active
 
 
 class Cluster:
@@ -344,20 +345,20 @@ class Cluster:
         firewall.check_percent(percent)
         self.loss_pct[self.check_node(node)] = percent
         self._apply_rules()
-        self._fault(f"loss:{node}", f"loss {node} {percent}%")
+        self._fault(Active(Scope.NET, node, f"loss {node} {percent}%"))
 
     def heal(self) -> None:
         self.grudge.clear()
         self.loss_pct.clear()
         self._apply_rules()
-        self._close_open(lambda f: not f.key.startswith(("link:", "proc:", "member:")))
+        self._close_open(lambda f: f.ended_by_heal())
         self._note("heal", "heal: every network fault removed")
 
     def _add_grudge(self, grudge: Any, text: str) -> None:
         for dst, srcs in grudge.items():
             self.grudge.setdefault(str(dst), set()).update(str(s) for s in srcs)
         self._apply_rules()
-        self._fault(f"net:{text}", text)
+        self._fault(Active(Scope.NET, None, text))
 
     def _apply_rules(self) -> None:
         assert self.topo is not None
@@ -370,21 +371,21 @@ class Cluster:
         assert self.topo is not None
         netns.link_down(self.topo, self.check_node(node))
         self.links_down.add(node)
-        self._fault(f"link:{node}", f"link down {node}")
+        self._fault(Active(Scope.LINK, node, f"link down {node}"))
         self.save()
 
     def link_up(self, node: str) -> None:
         assert self.topo is not None
         netns.link_up(self.topo, self.check_node(node))
         self.links_down.discard(node)
-        self._close_open(lambda f: f.key == f"link:{node}")
+        self._close_open(lambda f: f.scope is Scope.LINK and f.node == node)
         self._note("heal", f"link up {node}")
         self.save()
 
     # ------------------------------------------------------------------ process faults
     def kill(self, node: str) -> None:
         self.procs[self.check_node(node)].kill()
-        self._fault(f"proc:{node}", f"kill {node}")
+        self._fault(Active(Scope.PROC, node, f"kill {node}"))
         self.save()
 
     def restart(self, node: str, wait: bool = True) -> None:
@@ -393,9 +394,9 @@ class Cluster:
             p.resume()
             p.kill()
         self._spawn(node)
-        self._close_open(lambda f: f.key == f"proc:{node}")
+        self._close_open(lambda f: f.scope is Scope.PROC and f.node == node)
         if all(p.is_alive() for n, p in self.procs.items() if n not in self.removed):
-            self._close_open(lambda f: f.key == "proc:all")
+            self._close_open(lambda f: f.scope is Scope.PROC and f.node is None)
         self._note("node", f"restart {node}")
         self.save()
         if wait and node not in self.links_down:
@@ -406,13 +407,13 @@ class Cluster:
 
         It stays down until ``restart`` (which mounts the durable state first)."""
         self._power_off([self.check_node(node)])
-        self._fault(f"proc:{node}", f"power cut {node}")
+        self._fault(Active(Scope.PROC, node, f"power cut {node}"))
         self.save()
 
     def power_cut_all(self) -> None:
         """The classic power failure: every node at once (``start_all`` brings them back)."""
         self._power_off([n for n in self.nodes if n not in self.removed])
-        self._fault("proc:all", "power cut all")
+        self._fault(Active(Scope.PROC, None, "power cut all"))
         self.save()
 
     def _power_off(self, nodes: list[str]) -> None:
@@ -430,18 +431,18 @@ class Cluster:
     def stop_node(self, node: str) -> int | None:
         """SIGTERM (graceful); returns the exit code."""
         code = self.procs[self.check_node(node)].stop()
-        self._fault(f"proc:{node}", f"stop {node}")
+        self._fault(Active(Scope.PROC, node, f"stop {node}"))
         self.save()
         return code
 
     def pause(self, node: str) -> None:
         self.procs[self.check_node(node)].pause()
-        self._fault(f"proc:{node}", f"pause {node}")
+        self._fault(Active(Scope.PROC, node, f"pause {node}"))
         self.save()
 
     def resume(self, node: str) -> None:
         self.procs[self.check_node(node)].resume()
-        self._close_open(lambda f: f.key == f"proc:{node}")
+        self._close_open(lambda f: f.scope is Scope.PROC and f.node == node)
         self._note("heal", f"resume {node}")
         self.save()
 
@@ -465,7 +466,7 @@ class Cluster:
                 self._spawn(n)
         for n in self.nodes:
             self.wait_healthy(n)
-        self._close_open(lambda f: f.key.startswith("proc:"))
+        self._close_open(lambda f: f.scope is Scope.PROC)
         self._note("node", "every node started")
         self.save()
 
@@ -501,7 +502,7 @@ class Cluster:
             return self.system.promoted(self.endpoint(self.leader(timeout=5.0)), node, 2.0)
 
         wait_for(voter, 60, interval=0.1, what=f"{node} to become a voter")
-        self._close_open(lambda f: f.key.startswith("member:"))  # a removal's window ends here
+        self._close_open(lambda f: f.scope is Scope.MEMBER)  # a removal's window ends here
         self._note("member", f"add {node}")
         self.save()
         return node
@@ -533,7 +534,7 @@ class Cluster:
         self.specs.pop(node, None)
         if self.grudge or self.loss_pct:
             self._apply_rules()
-        self._fault(f"member:{node}", f"remove {node}")
+        self._fault(Active(Scope.MEMBER, node, f"remove {node}"))
         self.save()
 
     # ------------------------------------------------------------------ events
@@ -544,16 +545,17 @@ class Cluster:
         self.events.append(EventRecord(round(self._now(), 4), kind, text))
         self._append_event(self.events[-1])
 
-    def _fault(self, key: str, text: str) -> None:
+    def _fault(self, fault: Active) -> None:
+        text = fault.text
         self.events.append(EventRecord(round(self._now(), 4), "fault", text))
-        self._open.append(_OpenFault(len(self.events) - 1, key))
+        self._open.append(_OpenFault(len(self.events) - 1, fault))
         self._append_event(self.events[-1])
 
-    def _close_open(self, which: Any) -> None:
+    def _close_open(self, which: Callable[[Active], bool] | None) -> None:
         keep = []
         now = round(self._now(), 4)
         for f in self._open:
-            if which is None or which(f):
+            if which is None or which(f.fault):
                 e = self.events[f.index]
                 self.events[f.index] = EventRecord(e.time, e.kind, e.text, now)
             else:
@@ -599,7 +601,7 @@ class Cluster:
             "base_dir": self.base_dir, "power": self.power, "node_env": self.node_env,
             "mntns": self.mntns.record() if self.mntns else None,
             "disks": {n: d.record() for n, d in self.disks.items()},
-            "open": [[f.index, f.key] for f in self._open], "events": [e.to_json() for e in self.events],
+            "open": [[f.index, f.fault.key] for f in self._open], "events": [e.to_json() for e in self.events],
         }
         tmp = self.workdir / "state.json.tmp"
         tmp.write_text(json.dumps(state))
@@ -631,7 +633,7 @@ class Cluster:
         c.t0 = st["t0"]
         c.backend = firewall.Backend(st["backend"]) if st.get("backend") else None
         c.events = [EventRecord(e["time"], e["kind"], e["text"], e.get("end")) for e in st["events"]]
-        c._open = [_OpenFault(i, k) for i, k in st["open"]]
+        c._open = [_OpenFault(i, Active.from_key(k, c.events[i].text)) for i, k in st["open"]]
         if st.get("mntns"):
             c.mntns = MountNamespace.attach(st["mntns"])
             if c.mntns is None:

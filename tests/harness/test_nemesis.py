@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from harness.orchestration import nemesis
-from harness.orchestration.nemesis import KINDS, PARTITION_SHAPES, Fault, NemesisError
+from harness.orchestration.nemesis import KINDS, PARTITION_SHAPES, Fault, Kind, NemesisError, Shape
 
 NODES5 = [f"n{i}" for i in range(1, 6)]
 FAULT_S = (3.0, 8.0)
@@ -107,10 +107,11 @@ def test_unknown_kind_in_schedule_raises() -> None:
 
 
 def test_describe() -> None:
-    f = Fault(1.0, 3.0, "partition", "halves", {"groups": [["n1", "n2"], ["n3", "n4", "n5"]]})
+    f = Fault(1.0, 3.0, Kind("partition"), Shape("halves"), {"groups": [["n1", "n2"], ["n3", "n4", "n5"]]})
     assert f.describe() == "halves groups=n1,n2|n3,n4,n5"
-    assert Fault(1.0, 3.0, "kill", "kill-leader").describe() == "kill-leader"
-    assert Fault(1.0, 3.0, "loss", "loss", {"percent": 30, "node": "n2"}).describe() == "loss node=n2 percent=30"
+    assert Fault(1.0, 3.0, Kind("kill"), Shape("kill-leader")).describe() == "kill-leader"
+    loss = Fault(1.0, 3.0, Kind("loss"), Shape("loss"), {"percent": 30, "node": "n2"})
+    assert loss.describe() == "loss node=n2 percent=30"
 
 
 # -- parse_kinds ------------------------------------------------------------------------
@@ -195,20 +196,20 @@ class FakeCluster:
 
 def test_apply_and_undo_every_shape() -> None:
     cases: list[tuple[Fault, list[tuple[str, tuple[Any, ...]]], str]] = [
-        (Fault(1, 3, "partition", "halves", {"groups": [["n1", "n2"], ["n3", "n4", "n5"]]}),
+        (Fault(1, 3, Kind("partition"), Shape("halves"), {"groups": [["n1", "n2"], ["n3", "n4", "n5"]]}),
          [("partition", (["n1", "n2"], ["n3", "n4", "n5"]))], "heal"),
-        (Fault(1, 3, "partition", "isolate-leader"), [("isolate", ("n1",))], "heal"),
-        (Fault(1, 3, "partition", "majority-ring"), [("ring", (nemesis.ring_groups(NODES5),))], "heal"),
-        (Fault(1, 3, "partition", "bridge", {"node": "n3"}), [("bridge", ("n3",))], "heal"),
-        (Fault(1, 3, "partition", "one-way", {"src": "n2", "dst": "n4"}), [("cut", ("n2", "n4"))], "heal"),
-        (Fault(1, 3, "loss", "loss", {"node": "n5", "percent": 30}), [("loss", ("n5", 30))], "heal"),
-        (Fault(1, 3, "kill", "kill-leader"), [("kill", ("n1",))], "restart n1"),
-        (Fault(1, 3, "kill", "kill", {"node": "n4"}), [("kill", ("n4",))], "restart n4"),
-        (Fault(1, 3, "pause", "pause-leader"), [("pause", ("n1",))], "resume n1"),
-        (Fault(1, 3, "pause", "pause", {"node": "n2"}), [("pause", ("n2",))], "resume n2"),
-        (Fault(1, 3, "power", "power-cut-leader"), [("power_cut", ("n1",))], "restart n1"),
-        (Fault(1, 3, "power", "power-cut", {"node": "n3"}), [("power_cut", ("n3",))], "restart n3"),
-        (Fault(1, 3, "power", "power-cut-all"), [("power_cut_all", ())], "start_all"),
+        (Fault(1, 3, Kind("partition"), Shape("isolate-leader")), [("isolate", ("n1",))], "heal"),
+        (Fault(1, 3, Kind("partition"), Shape("majority-ring")), [("ring", (nemesis.ring_groups(NODES5),))], "heal"),
+        (Fault(1, 3, Kind("partition"), Shape("bridge"), {"node": "n3"}), [("bridge", ("n3",))], "heal"),
+        (Fault(1, 3, Kind("partition"), Shape("one-way"), {"src": "n2", "dst": "n4"}), [("cut", ("n2", "n4"))], "heal"),
+        (Fault(1, 3, Kind("loss"), Shape("loss"), {"node": "n5", "percent": 30}), [("loss", ("n5", 30))], "heal"),
+        (Fault(1, 3, Kind("kill"), Shape("kill-leader")), [("kill", ("n1",))], "restart n1"),
+        (Fault(1, 3, Kind("kill"), Shape("kill"), {"node": "n4"}), [("kill", ("n4",))], "restart n4"),
+        (Fault(1, 3, Kind("pause"), Shape("pause-leader")), [("pause", ("n1",))], "resume n1"),
+        (Fault(1, 3, Kind("pause"), Shape("pause"), {"node": "n2"}), [("pause", ("n2",))], "resume n2"),
+        (Fault(1, 3, Kind("power"), Shape("power-cut-leader")), [("power_cut", ("n1",))], "restart n1"),
+        (Fault(1, 3, Kind("power"), Shape("power-cut"), {"node": "n3"}), [("power_cut", ("n3",))], "restart n3"),
+        (Fault(1, 3, Kind("power"), Shape("power-cut-all")), [("power_cut_all", ())], "start_all"),
     ]
     for fault, started, ended in cases:
         t = FakeCluster()
@@ -222,7 +223,7 @@ def test_apply_and_undo_every_shape() -> None:
 
 def test_remove_add_removes_a_follower_and_adds_a_new_node() -> None:
     t = FakeCluster(leader="n3")
-    applied = nemesis.apply(t, Fault(2.5, 3, "membership", "remove-add", {"node": "follower"}))
+    applied = nemesis.apply(t, Fault(2.5, 3, Kind("membership"), Shape("remove-add"), {"node": "follower"}))
     ((name, (removed,)),) = t.calls
     assert name == "remove" and removed in NODES5 and removed != "n3"
     assert nemesis.undo(t, applied) == "add -> n6"
@@ -230,13 +231,13 @@ def test_remove_add_removes_a_follower_and_adds_a_new_node() -> None:
 
 def test_targets_that_left_are_replaced_by_members() -> None:
     t = FakeCluster(members=["n1", "n2", "n3"])
-    nemesis.apply(t, Fault(4, 3, "partition", "halves", {"groups": [["n1", "n4"], ["n2", "n3", "n5"]]}))
+    nemesis.apply(t, Fault(4, 3, Kind("partition"), Shape("halves"), {"groups": [["n1", "n4"], ["n2", "n3", "n5"]]}))
     assert t.calls == [("partition", (["n1"], ["n2", "n3"]))]
     t.calls.clear()
-    nemesis.apply(t, Fault(4, 3, "kill", "kill", {"node": "n5"}))
+    nemesis.apply(t, Fault(4, 3, Kind("kill"), Shape("kill"), {"node": "n5"}))
     assert t.calls[0][0] == "kill" and t.calls[0][1][0] in ("n1", "n2", "n3")
     t.calls.clear()
-    nemesis.apply(t, Fault(4, 3, "partition", "one-way", {"src": "n4", "dst": "n5"}))
+    nemesis.apply(t, Fault(4, 3, Kind("partition"), Shape("one-way"), {"src": "n4", "dst": "n5"}))
     ((name, (a, b)),) = t.calls
     assert name == "cut" and a != b and {a, b} <= {"n1", "n2", "n3"}
 
@@ -260,6 +261,8 @@ def test_power_in_all_and_alone() -> None:
     assert nemesis.parse_kinds("power,kill") == ("power", "kill")
 
 
-def test_unknown_shape_raises() -> None:
+def test_unknown_shape_cannot_be_made() -> None:
+    with pytest.raises(ValueError, match="weird"):
+        Shape("weird")  # faults are typed: a planned fault names one of the shapes the interpreter knows
     with pytest.raises(NemesisError, match="weird"):
-        nemesis.apply(FakeCluster(), Fault(1, 3, "partition", "weird"))
+        nemesis.parse_kinds("partition,weird")
