@@ -57,7 +57,8 @@ def test_a_bad_cluster_file_is_one_line_and_exit_2(tmp_path: Path, text: str, er
 
 def test_a_command_that_does_not_start_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
     cf = tmp_path / "raftnet.toml"
-    cf.write_text((ROOT / "examples/http-kv/raftnet.toml").read_text().replace("{python} -m node", "/nonexistent/kv", 1))
+    example = (ROOT / "examples/http-kv/raftnet.toml").read_text()
+    cf.write_text(example.replace("{python} -m node", "/nonexistent/kv", 1))
     r, out = check(tmp_path, "--config", str(cf), "--nodes", "3", "--time", "5", "--nemesis", "kill", timeout=120)
     assert r.returncode != 0
     err = r.stderr.strip().splitlines()
@@ -67,7 +68,8 @@ def test_a_command_that_does_not_start_is_one_line_and_leaves_nothing(tmp_path: 
 
 def test_a_port_the_system_never_opens_is_one_line(tmp_path: Path) -> None:
     cf = tmp_path / "raftnet.toml"
-    cf.write_text((ROOT / "examples/http-kv/raftnet.toml").read_text().replace("client_port = 7000", "client_port = 7001"))
+    example = (ROOT / "examples/http-kv/raftnet.toml").read_text()
+    cf.write_text(example.replace("client_port = 7000", "client_port = 7001"))
     r, out = check(tmp_path, "--config", str(cf), "--nodes", "3", "--time", "5", "--nemesis", "kill", timeout=180)
     assert r.returncode != 0
     err = r.stderr.strip().splitlines()
