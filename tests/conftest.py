@@ -1,77 +1,36 @@
 """Suite-wide rules.
 
-Namespace tests (marker ``netns``) run as root, or, for an ordinary user,
-inside a private user + network + mount namespace: pytest re-executes itself
-there (harness/lab/userns.py) before collecting anything. Where neither is
-possible they are skipped with one line saying which setting blocks them.
+raftnet's pytest plugin (harness/pytest_plugin.py) does the generic part:
+the ``netns`` and ``fuse`` markers, rootless mode (an ordinary user's
+pytest re-executes itself inside a private user + network + mount
+namespace before collecting anything; where neither root nor that is
+possible, namespace tests are skipped with one line saying which setting
+blocks them), the clean-up of crashed runs and the ``cluster`` fixture.
+Installed, it is loaded through its entry point; from a bare checkout
+(PYTHONPATH) this conftest registers it, once, under the same name.
+What is left here is raftnet's own: ``local_cluster`` and the summary table.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from harness.lab import userns
+from harness import pytest_plugin
 
 if TYPE_CHECKING:
     from tests.node.localcluster import MakeCluster
 
-NETNS_SKIP = "needs root for network namespaces: run `sudo make test-partitions` or use the Vagrant VM"
-_skip_reason: str | None = None
 
-
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    global _skip_reason
-    if os.geteuid() == 0 or userns.inside():
-        return
-    st = userns.status()  # in xdist workers too: they collect, so they need the reason
-    if not st.available:
-        _skip_reason = userns.skip_reason(st)
-        return
-    if hasattr(config, "workerinput"):
-        return
-    # Enter a private world and run the very same pytest command there.
-    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", f"/tmp/raftnet-userns-{os.getuid()}")
-    os.makedirs(os.environ["PYTEST_DEBUG_TEMPROOT"], exist_ok=True)
-    os.chdir(config.invocation_params.dir)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    argv = userns.wrap([sys.executable, "-m", "pytest", *config.invocation_params.args])
-    os.execvp(argv[0], argv)
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """The next run removes what crashed runs left (dead owners only): once, before any worker starts."""
-    if hasattr(session.config, "workerinput") or os.geteuid() != 0:
-        return
-    from harness.lab import cleanup
-
-    try:
-        cleanup.clean(sweep_orphans=False)
-    except OSError:
-        pass  # e.g. no /run/raftnet yet
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    fuse = [item for item in items if "fuse" in item.keywords]
-    if fuse:
-        from harness.lab import powerfs
-
-        reason = powerfs.unavailable_reason()  # e.g. /dev/fuse is 0600 root: not for a rootless user
-        if reason:
-            for item in fuse:
-                item.add_marker(pytest.mark.skip(reason=reason))
-    if os.geteuid() == 0:
-        return
-    skip = pytest.mark.skip(reason=_skip_reason or NETNS_SKIP)
-    for item in items:
-        if "netns" in item.keywords:
-            item.add_marker(skip)
+    """Register the plugin unless its entry point did (or ``-p no:raftnet`` blocks it)."""
+    pm = config.pluginmanager
+    if not pm.has_plugin("raftnet") and not pm.is_blocked("raftnet") and not pm.is_registered(pytest_plugin):
+        pm.register(pytest_plugin, "raftnet")
 
 
 @pytest.fixture
