@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from harness.errors import HarnessError
+
 if TYPE_CHECKING:
     from harness.config import ClusterFile
     from harness.orchestration.cluster import Cluster
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 PROG = "raftnet"
 
 
-class CliError(Exception):
+class CliError(HarnessError):
     """Exit 1 (or ``code``) with this one-line reason."""
 
     def __init__(self, message: str, code: int = 1) -> None:
@@ -105,7 +107,6 @@ def _system_args(sp: argparse.ArgumentParser) -> None:
 
 def _cluster_file(a: argparse.Namespace) -> ClusterFile:
     from harness.config import resolve
-    from harness.errors import HarnessError
 
     try:
         return resolve(a.system, a.config)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import psutil
 
+from harness.errors import HarnessError
 from harness.model import topology
 from node.raft.types import NodeId
 
@@ -39,7 +40,7 @@ NETNS_RUN_DIR = Path("/run/netns")
 _CREATE_TIME_SLACK = 1e-3
 
 
-class AllocationError(Exception):
+class AllocationError(HarnessError):
     """No free slot, or a slot that is not allocated."""
 
 

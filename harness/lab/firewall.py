@@ -50,6 +50,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from harness.errors import HarnessError
 from harness.lab import netns
 from harness.model import topology
 from harness.model.topology import Topology
@@ -60,7 +61,7 @@ _SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 _UNAVAILABLE = "neither nft nor iptables found; run `sudo make setup` or install nftables"
 
 
-class FirewallError(Exception):
+class FirewallError(HarnessError):
     """Rules could not be installed, or what is installed is not what was rendered."""
 
 

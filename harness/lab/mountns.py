@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.lab import netns as _netns
 from harness.lab.process import NodeProcess, ProcessGoneError, spawn
 
@@ -43,7 +44,7 @@ _MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-class MountError(RuntimeError):
+class MountError(HarnessError, RuntimeError):
     """A mount namespace or powerfs mount could not be set up."""
 
 

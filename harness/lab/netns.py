@@ -43,6 +43,7 @@ from typing import IO, Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from harness.errors import HarnessError
 from harness.model import topology
 from harness.model.topology import Topology
 from node.raft.types import NodeId
@@ -62,7 +63,7 @@ _T = TypeVar("_T")
 Stdio = int | IO[Any] | None
 
 
-class NetnsError(Exception):
+class NetnsError(HarnessError):
     """A namespace or link operation failed."""
 
 

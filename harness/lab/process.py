@@ -25,12 +25,13 @@ from typing import Any
 
 import psutil
 
+from harness.errors import HarnessError
 from harness.lab import netns as _netns
 
 _CREATE_TIME_SLACK = 1e-3
 
 
-class ProcessGoneError(Exception):
+class ProcessGoneError(HarnessError):
     """The recorded process no longer exists (or its pid now names another)."""
 
 

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.errors import HarnessError
+
 
 class Kind(enum.StrEnum):
     PARTITION = "partition"
@@ -47,7 +49,7 @@ KINDS: tuple[Kind, ...] = tuple(Kind)
 PARTITION_SHAPES = (Shape.HALVES, Shape.ISOLATE_LEADER, Shape.MAJORITY_RING, Shape.BRIDGE, Shape.ONE_WAY)
 
 
-class NemesisError(ValueError):
+class NemesisError(HarnessError, ValueError):
     pass
 
 

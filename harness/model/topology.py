@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from harness.errors import HarnessError
 from node.raft.types import NodeId
 
 RESERVED_RANGE = "10.213.0.0/16"
@@ -49,7 +50,7 @@ _NODE_ID = re.compile(r"n([1-9][0-9]*)")
 _OUR_NAME = re.compile(r"rn([0-9]{1,3})(?:c|-sw|-ctl|-n[1-9][0-9]*)")
 
 
-class TopologyError(ValueError):
+class TopologyError(HarnessError, ValueError):
     """A node id, slot or fault description that does not fit the plan."""
 
 
