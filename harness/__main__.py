@@ -92,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
     ck.add_argument("--nemesis", help="partition,kill,pause,loss,membership,power or all (default all)")
     _system_args(ck)
     ck.add_argument("--seed", type=int)
+    ck.add_argument("--loopback", action="store_true",
+                    help="on 127.0.0.1 without namespaces (no root needed): process faults only (kill, pause)")
     ck.add_argument("--out", type=Path)
     for sp in sub.choices.values():  # `raftnet up --name x` as CONTRACT.md writes it, too
         sp.add_argument("--name", default=argparse.SUPPRESS, help="cluster name")
@@ -132,7 +134,7 @@ def _rootless(a: argparse.Namespace, argv: list[str]) -> int | None:
     if os.geteuid() == 0 or userns.inside() or a.cmd == "status" and not _holder_pid(a.name):
         return None
     me = [sys.executable, "-m", "harness", *argv]
-    if a.cmd == "clean":
+    if a.cmd == "clean" or a.cmd == "check" and a.loopback:
         return None
     os.environ["RAFTNET_HOME"] = str(home())  # inside, our uid reads 0: keep the real user's folder
     st = userns.status()
@@ -393,7 +395,8 @@ def cmd_check(a: argparse.Namespace) -> int:
     for k in ("nodes", "time", "clients", "keys", "nemesis", "seed"):
         if getattr(a, k) is None:
             setattr(a, k, cf.check.get(k, _CHECK_DEFAULTS.get(k)))
-    _need_root()
+    if not a.loopback:
+        _need_root()
     try:
         kinds = parse_kinds(a.nemesis)
     except NemesisError as e:
@@ -414,7 +417,8 @@ def cmd_check(a: argparse.Namespace) -> int:
             raise CliError(reason)
         kinds = tuple(k for k in kinds if k != "power")  # "all" means all that can run here
         print(f"nemesis power left out: {reason}")
-    cleanup.clean(sweep_orphans=False)  # what crashed runs left (dead owners only)
+    if os.geteuid() == 0:
+        cleanup.clean(sweep_orphans=False)  # what crashed runs left (dead owners only)
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
     out = a.out or Path("runs") / f"check-{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
     # raftnet without node flags of its own: with check's (frequent snapshots)
@@ -424,7 +428,7 @@ def cmd_check(a: argparse.Namespace) -> int:
     power = "power" in kinds and "power" not in unsupported(cf.system, kinds)
     r = run_check(CheckConfig(nodes=a.nodes, time=float(a.time), clients=a.clients, keys=a.keys, kinds=kinds,
                               seed=seed, out=out, power=power,
-                              system=None if plain else cf.system))
+                              system=None if plain else cf.system, loopback=a.loopback))
     return 0 if r.ok else 1
 
 

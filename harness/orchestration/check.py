@@ -24,6 +24,8 @@ from typing import TextIO
 from harness.model import checker, invariants
 from harness.orchestration import nemesis
 from harness.orchestration.cluster import Cluster, ClusterError
+from harness.orchestration.loopback import LoopbackCluster
+from harness.orchestration.protocol import LabCluster
 from harness.orchestration.report import RunReport, write_run
 from harness.orchestration.workload import Counters, Workload, verify
 from harness.systems.base import System
@@ -42,6 +44,7 @@ class CheckConfig:
     node_args: tuple[str, ...] = ("--snapshot-every", "2000", "--snapshot-catchup-entries", "500")
     power: bool = False  # data dirs on powerfs disks (needed by the power nemesis)
     system: System | None = None  # None: raftnet's node with node_args
+    loopback: bool = False  # on 127.0.0.1 without namespaces (no root): process faults only
 
 
 @dataclass
@@ -55,7 +58,7 @@ class CheckResult:
 
 
 class _Nemesis(threading.Thread):
-    def __init__(self, cluster: Cluster, plan: list[nemesis.Fault], t0: float, deadline: float,
+    def __init__(self, cluster: LabCluster, plan: list[nemesis.Fault], t0: float, deadline: float,
                  counters: Counters, log: Callable[[str], None]) -> None:
         super().__init__(name="nemesis", daemon=True)
         self.cluster, self.plan, self.t0, self.deadline = cluster, plan, t0, deadline
@@ -98,18 +101,27 @@ def run_check(cfg: CheckConfig, out_stream: TextIO = sys.stdout) -> CheckResult:
 
     system = cfg.system or RaftnetSystem(cfg.node_args)
     kinds = cfg.kinds
-    for kind, why in nemesis.unsupported(system, kinds).items():
+    left_out = nemesis.unsupported(system, kinds)
+    if cfg.loopback:
+        for k in kinds:
+            if k not in ("kill", "pause"):
+                left_out.setdefault(k, "needs network namespaces (root or rootless mode), not 127.0.0.1")
+    for kind, why in left_out.items():
         log(f"nemesis: {kind} left out: {why}")
         kinds = tuple(k for k in kinds if k != kind)
     log(f"raftnet check: {system.describe()}, {cfg.nodes} nodes, {cfg.clients} clients, {cfg.keys} keys, "
         f"{cfg.time:.0f} s, nemesis {','.join(kinds) or 'none'}, seed {cfg.seed}, output {out}")
-    cluster = Cluster(cfg.nodes, workdir=out / "cluster", name=f"check-{cfg.seed}-{os.getpid()}",
-                      system=system, power=cfg.power or "power" in kinds)
+    cluster: LabCluster
+    if cfg.loopback:
+        cluster = LoopbackCluster(cfg.nodes, workdir=out / "cluster", system=system)
+    else:
+        cluster = Cluster(cfg.nodes, workdir=out / "cluster", name=f"check-{cfg.seed}-{os.getpid()}",
+                          system=system, power=cfg.power or "power" in kinds)
     plan = nemesis.schedule(cfg.seed, cfg.time, kinds, [f"n{i}" for i in range(1, cfg.nodes + 1)])
     with cluster:
         if cluster.knows_leader:
             cluster.leader(timeout=30)
-        log(f"cluster up in slot {cluster.topo.slot if cluster.topo else '?'}: {', '.join(cluster.nodes)}; "
+        log(f"cluster up in {cluster.placement()}: {', '.join(cluster.nodes)}; "
             f"{len(plan)} faults planned")
         work = Workload(cluster, clients=cfg.clients, keys=cfg.keys, seed=cfg.seed)
         watch = invariants.LeaderWatch(cluster.node_status, lambda: list(cluster.nodes))
@@ -156,7 +168,7 @@ def run_check(cfg: CheckConfig, out_stream: TextIO = sys.stdout) -> CheckResult:
     return CheckResult(v.ok, verdict, out, v.operations, nem.done, v.problems)
 
 
-def _live_view(cluster: Cluster, counters: Counters, t0: float, stop: float, tty: bool, stream: TextIO) -> None:
+def _live_view(cluster: LabCluster, counters: Counters, t0: float, stop: float, tty: bool, stream: TextIO) -> None:
     """One line refreshed in place on a terminal; a plain line every 5 s otherwise."""
     last, last_t, next_plain = (0, 0, 0), time.monotonic(), 0.0
     while (now := time.monotonic()) < stop:

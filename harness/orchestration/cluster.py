@@ -305,6 +305,21 @@ class Cluster:
     def knows_leader(self) -> bool:
         return Feature.STATUS in self.system.features
 
+    def placement(self) -> str:
+        return f"slot {self.topo.slot} ({self.topo.subnet})" if self.topo else "not started"
+
+    def recover(self) -> None:
+        """End every fault: network rules, unplugged links, paused and dead nodes."""
+        self.heal()
+        for n in list(self.links_down):
+            self.link_up(n)
+        for n in self.nodes:
+            p = self.procs[n]
+            if p.is_paused():
+                self.resume(n)
+            if not p.is_alive():
+                self.restart(n)
+
     def leader(self, timeout: float = 10.0, among: Iterable[str] | None = None) -> str:
         """Wait for a node that leads the highest term seen and that a peer (or no peer) follows."""
         if not self.knows_leader:

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 from harness.model import checker, invariants
 from harness.model.history import History, OpType
-from harness.orchestration.cluster import Cluster, ClusterError
+from harness.orchestration.cluster import ClusterError
 from harness.orchestration.local import wait_for
+from harness.orchestration.protocol import LabCluster
 from harness.orchestration.recorder import Recorder
 from harness.systems.base import Feature, NotSupportedError, Op
 
@@ -85,7 +86,7 @@ async def client_loop(c: Recorder, rng: random.Random, keys: Sequence[str], runn
 class Workload:
     """Background clients against ``cluster``; ``with Workload(c) as w: ...`` then ``w.history``."""
 
-    def __init__(self, cluster: Cluster, clients: int = 4, keys: int = 3, seed: int = 0,
+    def __init__(self, cluster: LabCluster, clients: int = 4, keys: int = 3, seed: int = 0,
                  follow_redirects: bool = True, timeout: float = 5.0, process_base: int = 0) -> None:
         self.cluster = cluster
         self.clients = clients
@@ -163,20 +164,12 @@ class Workload:
                 await c.close()
 
 
-def heal_all(c: Cluster) -> None:
+def heal_all(c: LabCluster) -> None:
     """Remove every fault: network rules, unplugged links, paused and dead nodes."""
-    c.heal()
-    for n in list(c.links_down):
-        c.link_up(n)
-    for n in c.nodes:
-        p = c.procs[n]
-        if p.is_paused():
-            c.resume(n)
-        if not p.is_alive():
-            c.restart(n)
+    c.recover()
 
 
-def converge(c: Cluster, timeout: float = 60.0) -> None:
+def converge(c: LabCluster, timeout: float = 60.0) -> None:
     """Wait until one leader is followed by every member and all applied its commit index (as far as
     the system reports it); without a status hook: until every node serves and a read succeeds."""
     if not c.knows_leader:
@@ -199,7 +192,7 @@ def converge(c: Cluster, timeout: float = 60.0) -> None:
     wait_for(done, timeout, interval=0.2, what="the cluster to converge after heal")
 
 
-def _probe_reads(c: Cluster, timeout: float) -> None:
+def _probe_reads(c: LabCluster, timeout: float) -> None:
     async def once() -> bool:
         kv = c.system.client(timeout=2.0, client_id="converge", follow_redirects=True)
         try:
@@ -217,7 +210,7 @@ def _probe_reads(c: Cluster, timeout: float) -> None:
     wait_for(lambda: asyncio.run(once()), timeout, interval=0.2, what="every node to serve after heal")
 
 
-async def _final_reads(cluster: Cluster, history: History, keys: Sequence[str], process: int) -> None:
+async def _final_reads(cluster: LabCluster, history: History, keys: Sequence[str], process: int) -> None:
     """Read every key back (recorded), through the leader when known; a failed read is tried again."""
     ld = cluster.leader(timeout=10) if cluster.knows_leader else None
     kv = cluster.system.client(timeout=10.0, client_id=f"final-{process}", follow_redirects=True)
@@ -233,7 +226,7 @@ async def _final_reads(cluster: Cluster, history: History, keys: Sequence[str], 
         await rec.close()
 
 
-def replicas_agree(cluster: Cluster, keys: Sequence[str]) -> list[str]:
+def replicas_agree(cluster: LabCluster, keys: Sequence[str]) -> list[str]:
     """After convergence every node's own (local) value of every key is the same."""
     if Feature.LOCAL_READ not in cluster.system.features:
         return []
@@ -262,7 +255,7 @@ class Verdict:
         return "\n".join(lines)
 
 
-def verify(cluster: Cluster, history: History, keys: Sequence[str] = (),
+def verify(cluster: LabCluster, history: History, keys: Sequence[str] = (),
            leader_samples: Sequence[tuple[str, int, str]] = (), timeout: float = 60.0) -> Verdict:
     """Heal, converge, read back, and judge the run (see the module docstring)."""
     problems: list[str] = []
