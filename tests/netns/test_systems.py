@@ -106,3 +106,31 @@ def test_etcd_serializable_reads_are_caught_stale(tmp_path: Path) -> None:
     assert verdict.startswith("VERDICT: FAILED: NOT linearizable"), verdict
     assert "read" in verdict, verdict
     assert node_processes(out) == []
+
+
+def test_cli_up_another_system_and_drive_it_from_other_commands(tmp_path: Path) -> None:
+    """`raftnet up --system etcd`: later commands (other processes) re-attach with the same system, so the
+    faults match etcd's peer port and status reads etcd's."""
+    if reason := etcd_missing():
+        pytest.skip(reason)
+    env = {**os.environ, "RAFTNET_HOME": str(tmp_path / "home")}
+    name = f"sys{os.getpid()}"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*RAFTNET, "--name", name, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL)
+
+    try:
+        r = cli("up", "--system", "etcd", "--nodes", "3")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert ":2379" in r.stdout
+        r = cli("isolate", "n1")
+        assert r.returncode == 0 and "drop n1 -> n2" in r.stdout, r.stdout + r.stderr
+        r = cli("status", "--json")
+        assert r.returncode == 0, r.stderr
+        assert '"leader_id"' in r.stdout
+        assert cli("heal").returncode == 0
+    finally:
+        r = cli("down")
+    assert r.returncode == 0, r.stderr
+    assert node_processes(tmp_path / "home" / name) == []
