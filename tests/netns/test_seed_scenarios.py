@@ -8,7 +8,8 @@ asserts. Every scenario with client traffic records a History (background
 Workload clients, plus the explicit writes and probes below, recorded by the
 same Client) and ends with ``verify``: heal, converge, read back,
 linearizability, nothing acknowledged lost, nothing applied twice, identical
-committed prefixes, one leader per term (LeaderWatch samples).
+committed prefixes (these three where the system dumps its log: raftnet), one
+leader per term (LeaderWatch samples).
 
 The suite is parametrized by system (the ``system`` fixture): a scenario whose
 checks hold for a black box (status as ``NodeStatus``, local reads, the
