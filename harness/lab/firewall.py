@@ -19,6 +19,18 @@ to the peer's port:
   when a rule there first needs it, and then picks up the connections that
   already exist mid-stream, taking their direction from whichever packet it
   sees first, so ``ct direction`` rules let some of them through.
+* the grudge goes both ways (``src`` in ``grudge[dst]`` and ``dst`` in
+  ``grudge[src]``: a partition, an isolation, a bridge): dst also drops TCP
+  packets from src's node port, the data src sends on connections dst
+  opened. A transport that sends on connections it accepted (etcd's peer
+  streams: each node writes its messages to a peer on the connection that
+  peer opened) would otherwise keep delivering on established connections,
+  both ways, until TCP stalled for want of ACKs (a few hundred ms of
+  messages after the "partition"). A one-way cut adds no such rule: it
+  would stop the replies to dst's own requests, i.e. cut both ways. So a
+  one-way cut means "src's connections to dst die" exactly as written above,
+  which is "src's messages do not reach dst" only for a transport that sends
+  on connections it opens (raftnet's node); for etcd it is not that.
 * loss p% on x: in x's namespace drop p% (``numgen random``) of the
   packets that arrive on / leave by eth0, except those from / to the
   control address. So "peers" include nodes added later.
@@ -87,6 +99,7 @@ class Field(enum.Enum):
     SADDR = "saddr"
     DADDR = "daddr"
     TCP_DPORT = "tcp_dport"
+    TCP_SPORT = "tcp_sport"
     RANDOM_BELOW = "random_below"  # numgen random mod 100 < value
     UNKNOWN = "unknown"  # read back but not understood; never rendered
 
@@ -149,6 +162,9 @@ def node_rules(
     for src in topology.sorted_nodes(s for s in grudge.get(NodeId(node), ()) if s != node):
         for pt in ports:
             rules.append(Rule(Chain.INPUT, (Match(Field.SADDR, topo.address(src)), Match(Field.TCP_DPORT, pt))))
+        if NodeId(node) in grudge.get(src, ()):  # both ways: what src sends on our connections dies too
+            for pt in ports:
+                rules.append(Rule(Chain.INPUT, (Match(Field.SADDR, topo.address(src)), Match(Field.TCP_SPORT, pt))))
     percent = check_percent(loss.get(NodeId(node), 0))
     if percent:
         ctl = topo.control_address
@@ -201,6 +217,8 @@ def _nft_match(m: Match) -> str:
         return f"ip {m.field.value} {neg}{m.value}"
     if m.field is Field.TCP_DPORT and not m.negated:
         return f"tcp dport {m.value}"
+    if m.field is Field.TCP_SPORT and not m.negated:
+        return f"tcp sport {m.value}"
     if m.field is Field.RANDOM_BELOW and not m.negated:
         return f"numgen random mod 100 < {m.value}"
     raise ValueError(f"cannot render {m}")
@@ -243,8 +261,8 @@ def _nft_expr_match(expr: Mapping[str, Any]) -> Match:
         p = left["payload"]
         if p.get("protocol") == "ip" and p.get("field") in ("saddr", "daddr") and isinstance(right, str):
             return Match(Field(p["field"]), right, negated)
-        if p.get("protocol") == "tcp" and p.get("field") == "dport" and not negated and type(right) is int:
-            return Match(Field.TCP_DPORT, right)
+        if p.get("protocol") == "tcp" and p.get("field") in ("dport", "sport") and not negated and type(right) is int:
+            return Match(Field.TCP_DPORT if p["field"] == "dport" else Field.TCP_SPORT, right)
     elif "meta" in left and op in ("==", "!="):
         key = left["meta"].get("key")
         if key in ("iifname", "oifname") and isinstance(right, str):
@@ -306,6 +324,8 @@ def _ipt_match(m: Match) -> list[str]:
         return [*neg, "-d", f"{m.value}/32"]
     if m.field is Field.TCP_DPORT and not m.negated:
         return ["-p", "tcp", "--dport", str(m.value)]
+    if m.field is Field.TCP_SPORT and not m.negated:
+        return ["-p", "tcp", "--sport", str(m.value)]
     if m.field is Field.RANDOM_BELOW and not m.negated and isinstance(m.value, int):
         return ["-m", "statistic", "--mode", "random", "--probability", f"{m.value / 100:.2f}"]
     raise ValueError(f"cannot render {m}")
@@ -357,7 +377,7 @@ class IptablesState:
 def _ipt_words_to_matches(words: list[str]) -> list[Match] | None:
     """Parse the option words of one of our rules (without -A CHAIN and -j
     DROP); None when a word is not one we render. ``-p tcp`` only counts
-    with the ``--dport`` it comes with (iptables-save adds ``-m tcp``)."""
+    with the ``--dport`` or ``--sport`` it comes with (iptables-save adds ``-m tcp``)."""
     out: list[Match] = []
     i, negated, tcp = 0, False, False
     flags = {"-i": Field.IIFNAME, "-o": Field.OIFNAME, "-s": Field.SADDR, "-d": Field.DADDR}
@@ -381,8 +401,8 @@ def _ipt_words_to_matches(words: list[str]) -> list[Match] | None:
         elif w == "-m" and i + 1 < len(words) and (words[i + 1] == "statistic" or (words[i + 1] == "tcp" and tcp)):
             i += 2
             continue
-        elif w == "--dport" and i + 1 < len(words) and tcp and not negated and words[i + 1].isdigit():
-            out.append(Match(Field.TCP_DPORT, int(words[i + 1])))
+        elif w in ("--dport", "--sport") and i + 1 < len(words) and tcp and not negated and words[i + 1].isdigit():
+            out.append(Match(Field.TCP_DPORT if w == "--dport" else Field.TCP_SPORT, int(words[i + 1])))
             i += 2
         elif w == "--mode" and i + 1 < len(words) and words[i + 1] == "random":
             i += 2
@@ -400,7 +420,7 @@ def _ipt_words_to_matches(words: list[str]) -> list[Match] | None:
         else:
             return None
         negated = False
-    if tcp and not any(m.field is Field.TCP_DPORT for m in out):
+    if tcp and sum(m.field in (Field.TCP_DPORT, Field.TCP_SPORT) for m in out) != 1:
         return None
     return out
 

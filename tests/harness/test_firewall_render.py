@@ -73,6 +73,7 @@ def _m(op: str, left: object, right: object) -> dict[str, object]:
 _SADDR = {"payload": {"protocol": "ip", "field": "saddr"}}
 _DADDR = {"payload": {"protocol": "ip", "field": "daddr"}}
 _DPORT = {"payload": {"protocol": "tcp", "field": "dport"}}
+_SPORT = {"payload": {"protocol": "tcp", "field": "sport"}}
 _RANDOM = {"numgen": {"mode": "random", "mod": 100, "offset": 0}}
 
 READBACK_NFT = json.dumps(
@@ -277,6 +278,41 @@ def test_cut_rules_live_in_the_receiver_only() -> None:
         Rule(Chain.INPUT, (Match(Field.SADDR, "10.213.3.11"), Match(Field.TCP_DPORT, 7000))),
     )
     assert planned[NodeId("n1")] == () and planned[NodeId("n3")] == ()
+
+
+def test_a_grudge_both_ways_also_drops_what_the_source_sends_from_its_port() -> None:
+    """A partition cuts connections that exist already, whichever side opened them: etcd writes its
+    messages on the connection its peer opened, so dropping only what goes to our port would let
+    them through. A one-way cut adds no such rule (it would drop the replies to our own requests)."""
+    topo = Topology.of(3, 3)
+    planned = firewall.cluster_rules(topo, topology.partition_grudge([["n1"], ["n2", "n3"]]), {}, port=2380)
+    n1 = "10.213.3.11"
+    assert planned[NodeId("n2")] == (
+        Rule(Chain.INPUT, (Match(Field.SADDR, n1), Match(Field.TCP_DPORT, 2380))),
+        Rule(Chain.INPUT, (Match(Field.SADDR, n1), Match(Field.TCP_SPORT, 2380))),
+    )
+    assert len(planned[NodeId("n1")]) == 4
+    nft = firewall.render_nft("raftnet_3", planned[NodeId("n2")])
+    assert f"\t\tip saddr {n1} tcp dport 2380 drop\n\t\tip saddr {n1} tcp sport 2380 drop\n" in nft
+    ipt = firewall.render_iptables(3, planned[NodeId("n2")])
+    assert f"-A raftnet_3_in -s {n1}/32 -p tcp --sport 2380 -j DROP\n" in ipt
+    cut = firewall.cluster_rules(topo, topology.cut_grudge("n1", "n2"), {}, port=2380)
+    assert not any(m.field is Field.TCP_SPORT for rules in cut.values() for r in rules for m in r.matches)
+    # read back
+    readback = {"nftables": [
+        {"table": {"family": "inet", "name": "raftnet_3", "handle": 1}},
+        {"rule": {"family": "inet", "table": "raftnet_3", "chain": "input", "handle": 2,
+                  "expr": [_m("==", _SADDR, n1), _m("==", _DPORT, 2380), {"drop": None}]}},
+        {"rule": {"family": "inet", "table": "raftnet_3", "chain": "input", "handle": 3,
+                  "expr": [_m("==", _SADDR, n1), _m("==", _SPORT, 2380), {"drop": None}]}},
+    ]}
+    assert firewall.parse_nft_json(json.dumps(readback), "raftnet_3") == planned[NodeId("n2")]
+    saved = (f"*filter\n:raftnet_3_in - [0:0]\n:raftnet_3_out - [0:0]\n"
+             f"-A raftnet_3_in -s {n1}/32 -p tcp -m tcp --dport 2380 -j DROP\n"
+             f"-A raftnet_3_in -s {n1}/32 -p tcp -m tcp --sport 2380 -j DROP\nCOMMIT\n")
+    assert firewall.parse_iptables_save(saved, 3).rules == planned[NodeId("n2")]
+    both = saved.replace("--sport 2380", "--sport 2380 --dport 2380")
+    assert firewall.parse_iptables_save(both, 3).rules[1].matches[0].field is Field.UNKNOWN
 
 
 def test_rules_follow_the_node_port() -> None:
