@@ -372,12 +372,20 @@ def commit_lag(samples: Sequence[StatusSample]) -> list[tuple[StatusSample, int]
     return out
 
 
-LAG_FLOOR = 100  # entries: the commit-lag scale never goes below this, so sampling jitter stays flat
+LAG_FLOOR = 100  # entries: the commit-lag scale never goes below this
+LAG_NOISE = 16  # entries: a follower this close is just a heartbeat behind (or sampled a little earlier)
 
 
-def lag_height(lag: int, top: int) -> float:
-    """0..1 on a log scale, so that a partition's lag shows next to a new member's first catch-up."""
-    return math.log1p(max(lag, 0)) / math.log1p(max(top, 1))
+def lag_noise(lags: Sequence[int]) -> int:
+    """The lag not worth drawing: `LAG_NOISE`, or more when most samples trail by more (a busy cluster)."""
+    ordered = sorted(lags)
+    return max(LAG_NOISE, ordered[int(0.95 * (len(ordered) - 1))] if ordered else 0)
+
+
+def lag_height(lag: int, top: int, noise: int = 0) -> float:
+    """0..1 on a log scale above ``noise``, so that a partition's lag shows next to a new member's
+    first catch-up while a heartbeat's worth stays flat."""
+    return math.log1p(max(lag - noise, 0)) / math.log1p(max(top - noise, 1))
 
 
 def nodes_chart(samples: Sequence[StatusSample], axis: TimeAxis, bands: Sequence[Band]) -> str:
@@ -389,6 +397,7 @@ def nodes_chart(samples: Sequence[StatusSample], axis: TimeAxis, bands: Sequence
     color = {n: NODE_COLORS[i % len(NODE_COLORS)] for i, n in enumerate(nodes)}
     lags = commit_lag(samples)
     top_lag = max([lag for _, lag in lags] + [LAG_FLOOR])
+    noise = lag_noise([lag for _, lag in lags])
     lead_h, band_h, commit_h, gap = 18, 18, 16, 6
     lane = band_h + commit_h + gap
     top = lead_h + gap + 4
@@ -401,7 +410,7 @@ def nodes_chart(samples: Sequence[StatusSample], axis: TimeAxis, bands: Sequence
         gutter.append(f"<rect x='6' y='{6 + y + 4}' width='10' height='10' fill='{color[node]}'/>"
                       f"<text x='{GUTTER - 6}' y='{6 + y + 13}' text-anchor='end'>{esc(node)}</text>"
                       f"<text x='{GUTTER - 6}' y='{6 + y + band_h + 11}' text-anchor='end' class='small'>"
-                      f"<title>commit index behind the most advanced node (log scale; full height: {top_lag} "
+                      f"<title>commit index behind the most advanced node (log scale from {noise} to {top_lag} "
                       "entries)</title>"
                       "behind</text>")
         for s in segs[node]:
@@ -424,7 +433,7 @@ def nodes_chart(samples: Sequence[StatusSample], axis: TimeAxis, bands: Sequence
         mine = [(s.time, lag) for s, lag in lags if s.node == node]
         if mine:
             d = [f"M{_n(axis.x(mine[0][0]))} {yb}"]
-            d += [f"L{_n(axis.x(t))} {_n(yb - lag_height(lag, top_lag) * (commit_h - 2))}" for t, lag in mine]
+            d += [f"L{_n(axis.x(t))} {_n(yb - lag_height(lag, top_lag, noise) * (commit_h - 2))}" for t, lag in mine]
             d.append(f"L{_n(axis.x(mine[-1][0]))} {yb}Z")
             worst = max(mine, key=lambda p: p[1])
             body.append(f"<path class='lag' d='{''.join(d)}' fill='{LAG_COLOR}'><title>{esc(node)}'s commit index "
