@@ -11,7 +11,7 @@ labels live outside the plot, placed from their times (``data-a``,
 ``data-b``) by the script, and here for the unzoomed page.
 
 Charts: the faults (one colour per kind, `fault_kind`) and the other
-events; one lane per node (role and term over time, commit index); one
+events; one lane per node (role and term over time, commit lag); one
 lane per client (each op from invoke to completion, coloured by outcome);
 per-op latency on a log scale with p50/p95/p99; throughput by outcome.
 The fault windows are shaded across every one of them. `violation_view`
@@ -35,7 +35,6 @@ PLOT_W = WIDTH - GUTTER - 14
 AXIS_H = 30  # below a plot: ticks and their labels
 
 OUTCOME = {"ok": "#4a90d9", "info": "#f5a623", "fail": "#d0315e"}
-OUTCOME_WORDS = {"ok": "ok", "info": "info: unknown outcome", "fail": "fail: did not happen"}
 FAULT_COLORS = {
     "partition": "#8e44ad", "loss": "#17a2b8", "link": "#20c997", "kill": "#e03131",
     "pause": "#a0522d", "power": "#343a40", "membership": "#2f9e44", "other": "#868e96",
