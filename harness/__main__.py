@@ -95,6 +95,11 @@ def parser() -> argparse.ArgumentParser:
     ck.add_argument("--loopback", action="store_true",
                     help="on 127.0.0.1 without namespaces (no root needed): process faults only (kill, pause)")
     ck.add_argument("--out", type=Path)
+    an = sub.add_parser("analyze", help="check a stored history (a run's history.jsonl, a Jepsen log or EDN "
+                        "history) again and write its report; the last line is the verdict")
+    an.add_argument("file", type=Path, metavar="FILE", help="the history to check")
+    an.add_argument("--out", type=Path, help="where to write the report (default ./FILE-STEM.report.html)")
+    an.add_argument("--timeout", type=float, default=120.0, help="seconds for the checker (default 120)")
     for sp in sub.choices.values():  # `raftnet up --name x` as CONTRACT.md writes it, too
         sp.add_argument("--name", default=argparse.SUPPRESS, help="cluster name")
     return p
@@ -134,7 +139,7 @@ def _rootless(a: argparse.Namespace, argv: list[str]) -> int | None:
     if os.geteuid() == 0 or userns.inside() or a.cmd == "status" and not _holder_pid(a.name):
         return None
     me = [sys.executable, "-m", "harness", *argv]
-    if a.cmd == "clean" or a.cmd == "check" and a.loopback:
+    if a.cmd in ("clean", "analyze") or a.cmd == "check" and a.loopback:
         return None
     os.environ["RAFTNET_HOME"] = str(home())  # inside, our uid reads 0: keep the real user's folder
     st = userns.status()
@@ -432,6 +437,23 @@ def cmd_check(a: argparse.Namespace) -> int:
     return 0 if r.ok else 1
 
 
+def cmd_analyze(a: argparse.Namespace) -> int:
+    """Exit 0: linearizable; 1: not (or undecided); 2: not a history."""
+    from harness.orchestration.analyze import AnalyzeError, analyze
+
+    if a.timeout <= 0:
+        raise CliError("--timeout must be positive", 2)
+    try:
+        r = analyze(a.file, a.out, a.timeout)
+    except AnalyzeError as e:
+        raise CliError(str(e), 2) from None
+    if not r.ok:
+        print(r.result.explain())
+    print(f"report: {r.report}")
+    print(r.verdict)
+    return 0 if r.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
@@ -449,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_clean(a)
         if a.cmd == "check":
             return cmd_check(a)
+        if a.cmd == "analyze":
+            return cmd_analyze(a)
         return _act(a)
     except CliError as e:
         print(f"{PROG}: {e}", file=sys.stderr)

@@ -4,7 +4,9 @@
 # iproute2 (for humans), ruby (to check the Vagrantfile), wrk (the benchmark's load generator),
 # libfuse3-3 and fuse3 (powerfs, the power-cut disks: mfusepy loads libfuse3.so.3),
 # etcd-server (the second system under test; its packaged service is stopped and
-# disabled again when we installed it: the lab starts its own etcd processes).
+# disabled again when we installed it: the lab starts its own etcd processes),
+# and with RAFTNET_WITH_CHROMIUM=1 (a developer's or CI's test run) chromium, for the test
+# that renders report.html headless (it skips without one).
 # Quick when everything is there; a no-op (with a hint) when not root.
 set -eu
 missing=""
@@ -19,6 +21,9 @@ have fusermount3 || missing="$missing fuse3"
 have etcd || missing="$missing etcd-server"
 if [ "${RAFTNET_WITH_WRK:-0}" = 1 ]; then
   have wrk || missing="$missing wrk"
+fi
+if [ "${RAFTNET_WITH_CHROMIUM:-0}" = 1 ]; then
+  have chromium || have chromium-browser || missing="$missing chromium"
 fi
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -86,6 +86,10 @@ the operation that could not be placed there (``culprit``; or, when it was
 held back because a later op still needed the value it would overwrite,
 that later op), the writers of the values the focused reads returned, the
 few ops that completed just before, and the ops concurrent with them.
+It also gives, as Porcupine's visualisation does, the linearization that
+dead end had reached (``prefix``, in linearization order: the longest
+linearizable prefix the search found) and the value it ends in
+(``prefix_state``); `step` replays the model along it.
 """
 
 from __future__ import annotations
@@ -99,7 +103,7 @@ from typing import Any
 
 from harness.model.history import History, Operation
 
-__all__ = ["CheckResult", "Result", "check"]
+__all__ = ["CheckResult", "Result", "check", "step"]
 
 WINDOW_LIMIT = 20
 _BUDGET_EVERY = 4096  # search steps between two budget checks
@@ -108,6 +112,7 @@ MAX_CONFIGS = 2_000_000  # cached configurations per key before giving up (memor
 # Operation kinds in the search; the MAYBE_* ones are indeterminate.
 # Observations (never change the state) come first, then the ok updates.
 _READ, _CAS_FAILED, _WRITE, _CAS, _DELETE, _MAYBE_WRITE, _MAYBE_CAS, _MAYBE_DELETE = range(8)
+_ABSORBED = 2  # the forced flag of a frame placed just before the op above it
 
 
 class Result(enum.Enum):
@@ -124,7 +129,10 @@ class CheckResult:
 
     ``key`` is the offending key (ILLEGAL) or the first key left undecided
     (UNKNOWN); ``window`` is the operations to look at, by call time;
-    ``culprit`` is the operation that could not be linearized.
+    ``culprit`` is the operation that could not be linearized. For ILLEGAL,
+    ``prefix`` is the linearization the search had reached where it got
+    furthest (in linearization order; the culprit cannot follow it) and
+    ``prefix_state`` the key's value after it (None: absent).
     """
 
     result: Result
@@ -136,6 +144,8 @@ class CheckResult:
     message: str = ""
     steps: int = field(default=0, compare=False)
     elapsed: float = field(default=0.0, compare=False)
+    prefix: tuple[Operation, ...] = field(default=(), compare=False)
+    prefix_state: Any = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -187,7 +197,7 @@ def check(
         key_ops = by_key[key]
         keys += 1
         checked += len(key_ops)
-        result, blamed, steps = _search(key_ops, deadline, budget)
+        result, blamed, steps, (path, end_state) = _search(key_ops, deadline, budget)
         total_steps += steps
         if budget is not None:
             budget = max(budget - steps, 0)
@@ -201,6 +211,7 @@ def check(
             return CheckResult(
                 Result.ILLEGAL, key, window, checked, keys, culprit, message,
                 total_steps, time.monotonic() - started,
+                prefix=tuple(key_ops[i] for i in path), prefix_state=end_state,
             )
         if result is Result.UNKNOWN and undecided is None:
             undecided = key
@@ -212,6 +223,20 @@ def check(
         )
     message = f"linearizable: {checked} operations over {keys} keys"
     return CheckResult(Result.OK, None, (), checked, keys, None, message, total_steps, elapsed)
+
+
+def step(state: Any, op: Operation) -> Any:
+    """The register's value after ``op`` takes effect in ``state`` (the model's table above;
+    an info op that takes effect is applied like an ok one). Does not check that ``op`` is legal."""
+    if op.f == "write":
+        return op.value
+    if op.f == "delete":
+        return None
+    if op.f == "cas":
+        expect, new = op.value
+        applied = op.output is not False if op.status == "ok" else state == expect
+        return new if applied else state
+    return state
 
 
 def _kind(op: Operation) -> tuple[int, Any, Any]:
@@ -237,11 +262,13 @@ def _kind(op: Operation) -> tuple[int, Any, Any]:
 
 def _search(
     ops: Sequence[Operation], deadline: float | None, budget: int | None
-) -> tuple[Result, tuple[int, ...], int]:
+) -> tuple[Result, tuple[int, ...], int, tuple[tuple[int, ...], Any]]:
     """WGL search over one key.
 
     Returns the result, the indices of the ops to blame when ILLEGAL (the
-    op that could not be placed first, then ops it blocked) and the steps.
+    op that could not be placed first, then ops it blocked), the steps, and
+    when ILLEGAL the linearization reached at the furthest dead end (op
+    indices in order) with the state it ends in.
     """
     n_ops = len(ops)
     kind = [0] * n_ops
@@ -313,12 +340,14 @@ def _search(
     block_v = [-1] * n_ops
     block_lin = [0] * n_ops
 
-    def blame(dead: int, lin: int) -> tuple[int, ...]:
-        """Ops to show for a dead end at return entry ``dead``.
+    def blame(dead: int, lin: int) -> tuple[tuple[int, ...], int]:
+        """Ops to show for a dead end at return entry ``dead``, and the op that held the first back.
 
         The op returning there, unless it (or another op in the window) was
         held back because an unplaced op still needed the state it would
-        overwrite: then that waiting op comes first, as the likelier anomaly.
+        overwrite: then that waiting op comes first, as the likelier anomaly,
+        and the op holding it back is returned too (else -1): placing it
+        next is legal and leaves a state the waiting op cannot follow.
         """
         o = e_op[dead]
         held: list[int] = []
@@ -331,13 +360,27 @@ def _search(
         if block_v[o] >= 0 and block_lin[o] == lin:
             held.insert(0, o)
         focus: list[int] = []
+        by = -1
         for x in held[:3]:
             waiting = [i for i in demanders[block_v[x]] if i != x and not lin & bits[i]]
             if waiting:
+                if not focus:
+                    by = x
                 focus.append(min(waiting, key=lambda i: ops[i].call))
         focus.append(o)
         focus.extend(held[:3])
-        return tuple(dict.fromkeys(focus))
+        return tuple(dict.fromkeys(focus)), by
+
+    def state_after(x: int, st: Any) -> Any:
+        """The state once the state-changing op ``x`` is placed in ``st`` (legal there)."""
+        k = kind[x]
+        if k in (_WRITE, _MAYBE_WRITE):
+            return arg_a[x]
+        if k in (_CAS, _MAYBE_CAS):
+            return arg_b[x]
+        if k in (_DELETE, _MAYBE_DELETE):
+            return None
+        return st
 
     n = len(raw)
     head, tail = n, n + 1
@@ -357,15 +400,30 @@ def _search(
 
     remaining = sum(finite)
     if remaining == 0:
-        return Result.OK, (), 0
+        return Result.OK, (), 0, ((), None)
     state: Any = None
     lin = 0
     # Frames: (call entry, state before it, forced). A forced frame is an
     # observation placed by a closure pass; it is never an alternative.
-    stack: list[tuple[int, Any, bool]] = []
+    stack: list[tuple[int, Any, int]] = []
     cache: set[tuple[int, Any]] = set()
     best = -1  # furthest frontier (first return entry left) of any dead end
     culprit: tuple[int, ...] = ()
+    reached: tuple[tuple[int, ...], Any] = ((), None)  # the linearization at ``best``, and its state
+
+    def placed() -> tuple[int, ...]:
+        """The ops on the stack in linearization order (absorbed ones just before their op)."""
+        order: list[int] = []
+        at = 0
+        for fr in stack:
+            if fr[2] == _ABSORBED:  # pushed right after its op: goes before it
+                order.insert(at, e_op[fr[0]])
+                at += 1
+            else:
+                at = len(order)
+                order.append(e_op[fr[0]])
+        return tuple(order)
+
     steps = 0
     next_check = 0  # check the budget before the first step too
     closing = True
@@ -377,7 +435,7 @@ def _search(
                 or (deadline is not None and time.monotonic() >= deadline)
                 or len(cache) > MAX_CONFIGS
             ):
-                return Result.UNKNOWN, (), steps
+                return Result.UNKNOWN, (), steps, ((), None)
             next_check += _BUDGET_EVERY
             if budget is not None:
                 next_check = min(next_check, budget)
@@ -393,10 +451,14 @@ def _search(
             # response. Undo the last choice and the observations above it.
             if best < entry < n:
                 best = entry
-                culprit = blame(entry, lin)
+                culprit, by = blame(entry, lin)
+                if by >= 0:  # the prefix goes on with the op that left the waiting one behind
+                    reached = ((*placed(), by), state_after(by, state))
+                else:
+                    reached = (placed(), state)
             while True:
                 if not stack:
-                    return Result.ILLEGAL, culprit, steps
+                    return Result.ILLEGAL, culprit, steps, reached
                 entry, state, forced = stack.pop()
                 o = e_op[entry]
                 lin ^= bits[o]
@@ -449,6 +511,7 @@ def _search(
                 if best < f < n:
                     best = f
                     culprit = (o,)
+                    reached = (placed(), state)
                 closing = False
                 entry = tail
                 continue
@@ -535,7 +598,7 @@ def _search(
         remaining -= finite[o]
         for a in absorbed:
             # Placed just before o; undone together with it (forced frames).
-            stack.append((a, new, True))
+            stack.append((a, new, _ABSORBED))
             pa = prv[a]
             q = nxt[a]
             nxt[pa] = q
@@ -548,7 +611,7 @@ def _search(
             producers[made[e_op[a]]] -= 1
             remaining -= 1
         if not remaining:
-            return Result.OK, (), steps
+            return Result.OK, (), steps, ((), None)
         if closing:
             entry = nxt[p]  # p is still linked; the state did not change
         else:

@@ -38,6 +38,22 @@ Operations
 `History.operations` pairs each invoke with its completion into an
 `Operation` with ``call``/``ret`` times (``ret`` is None for ``info``), the
 input ``value`` and the ``output`` (the read value, or the cas flag).
+``end`` keeps the completion's time whatever its type: for an ``info`` op
+it is when the client gave up (the op may still take effect later).
+
+Processes, as in Jepsen: a process has one operation outstanding at a
+time, and a client whose operation ended ``info`` goes on as a new process
+(the recorders add the number of clients to its id), since the old one may
+still be acting in the cluster.
+
+Files
+-----
+`load_history` reads any of the formats below, telling them apart by their
+first line: raftnet's JSONL (`History.write_jsonl`), a Jepsen log, or a
+Jepsen/Knossos EDN history (one op map per line as Jepsen's
+``history.edn``, or one vector of maps as Knossos's test data;
+``:time`` in nanoseconds, or the op's position when absent; a ``:fail`` op
+did not happen, as Knossos reads it).
 
 Jepsen logs
 -----------
@@ -63,8 +79,11 @@ __all__ = [
     "FUNCTIONS",
     "Event",
     "History",
+    "LoadedHistory",
     "OpType",
     "Operation",
+    "load_history",
+    "parse_edn_history",
     "parse_jepsen_log",
 ]
 
@@ -155,7 +174,8 @@ class Operation:
     ``ret`` is None when the outcome is indeterminate (``status == "info"``):
     the operation may take effect at any time after ``call``, or never.
     ``output`` is the value read for an ok read and the applied flag for an
-    ok cas; None otherwise.
+    ok cas; None otherwise. ``end`` is the completion's time whatever its
+    type (for ``info``: when the client gave up); None when there was none.
     """
 
     process: int
@@ -169,6 +189,12 @@ class Operation:
     node: str | None = None
     index: int | None = None
     error: str | None = None
+    end: float | None = None
+
+    @property
+    def finish(self) -> float | None:
+        """When the client stopped waiting: ``ret``, else ``end`` (None: never)."""
+        return self.ret if self.ret is not None else self.end
 
     def __str__(self) -> str:
         ret = "…" if self.ret is None else f"{self.ret:g}"
@@ -350,8 +376,8 @@ def _pair(inv: Event, done: Event | None) -> Operation:
             output = done.value is not False
         else:
             output = None
-    if ret is not None and ret < inv.time:
-        raise ValueError(f"process {inv.process}: completion at {ret} before invocation at {inv.time}")
+    if done is not None and done.time < inv.time:
+        raise ValueError(f"process {inv.process}: completion at {done.time} before invocation at {inv.time}")
     last = done if done is not None else inv
     return Operation(
         process=inv.process,
@@ -365,6 +391,7 @@ def _pair(inv: Event, done: Event | None) -> Operation:
         node=last.node if last.node is not None else inv.node,
         index=done.index if done is not None else None,
         error=done.error if done is not None else None,
+        end=done.time if done is not None else None,
     )
 
 
@@ -431,3 +458,155 @@ def parse_jepsen_log(path: str | Path, key: str = "x") -> History:
                 history.append(Event(process, OpType.FAIL, f, key, None, time))
     return history
 
+
+
+# -- EDN histories (Jepsen's history.edn, Knossos's test data) ------------------
+
+_EDN_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<skip>[,\s]+|;[^\n]*)
+      | (?P<open>\#\{|[\[\](){}])
+      | (?P<string>"(?:[^"\\]|\\.)*")
+      | (?P<atom>[^\s,\[\](){}"]+)
+    )""",
+    re.VERBOSE | re.DOTALL,
+)
+_EDN_NUMBER = re.compile(r"^[+-]?\d+N?$|^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?M?$")
+
+
+class _Keyword(str):
+    """An EDN keyword (``:ok``), kept apart from a string with the same letters."""
+
+    __slots__ = ()
+
+
+def _edn_values(text: str) -> Iterator[Any]:
+    """The top-level values of an EDN text: maps (as dicts with keyword keys), vectors and lists
+    (as lists), keywords, strings, numbers, nil, booleans. Tags (``#jepsen.history.Op``) are
+    dropped; their value is kept. Raises `ValueError` on anything else."""
+    pos, n = 0, len(text)
+    stack: list[tuple[str, list[Any]]] = []
+    while pos < n:
+        m = _EDN_TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            raise ValueError(f"EDN: cannot read {text[pos:pos + 30]!r}")
+        pos = m.end()
+        if m["skip"] is not None:
+            continue
+        value: Any
+        if (tok := m["open"]) is not None:
+            if tok in ("[", "(", "{", "#{"):
+                stack.append((tok, []))
+                continue
+            if not stack:
+                raise ValueError(f"EDN: unbalanced {tok!r}")
+            kind, items = stack.pop()
+            want = {"[": "]", "(": ")", "{": "}", "#{": "}"}[kind]
+            if tok != want:
+                raise ValueError(f"EDN: {kind!r} closed by {tok!r}")
+            if kind == "{":
+                if len(items) % 2:
+                    raise ValueError("EDN: a map with an odd number of forms")
+                value = {_freeze(k): v for k, v in zip(items[::2], items[1::2], strict=True)}
+            else:
+                value = items
+        elif (tok := m["string"]) is not None:
+            value = json.loads(tok)
+        else:
+            tok = m["atom"]
+            if tok.startswith("#"):
+                continue  # a tag: the next value stands for itself
+            if tok.startswith(":"):
+                value = _Keyword(tok[1:])
+            elif tok == "nil":
+                value = None
+            elif tok in ("true", "false"):
+                value = tok == "true"
+            elif _EDN_NUMBER.match(tok):
+                value = float(tok.rstrip("M")) if any(c in tok for c in ".eE") else int(tok.rstrip("N"))
+            else:
+                value = _Keyword(tok)  # a symbol
+        if stack:
+            stack[-1][1].append(value)
+        else:
+            yield value
+    if stack:
+        raise ValueError("EDN: the text ends inside a collection")
+
+
+def parse_edn_history(text: str, key: str = "x") -> tuple[History, bool]:
+    """A Jepsen/Knossos EDN history of one register: op maps with ``:process``, ``:type``,
+    ``:f`` (read, write, cas) and ``:value``, one per line or in one vector.
+
+    Returns the history and whether it has wall-clock times (``:time``, in
+    nanoseconds; otherwise the op's position is its time). Ops of other
+    processes (the nemesis: ``:process :nemesis``) are skipped. Raises
+    `ValueError` on a malformed op.
+    """
+    ops: list[dict[Any, Any]] = []
+    for top in _edn_values(text):
+        for item in top if isinstance(top, list) else [top]:
+            if not isinstance(item, dict):
+                raise ValueError(f"EDN: expected an op map, got {item!r}")
+            ops.append(item)
+    timed = bool(ops) and all(isinstance(o.get("time"), int | float) for o in ops)
+    history = History()
+    for i, o in enumerate(ops):
+        process = o.get("process")
+        if not isinstance(process, int) or isinstance(process, bool):
+            continue  # the nemesis, or a record without a client process
+        kind, f = str(o.get("type", "")), str(o.get("f", ""))
+        if kind not in ("invoke", "ok", "fail", "info"):
+            raise ValueError(f"EDN op {i}: bad :type {o.get('type')!r}")
+        if f not in ("read", "write", "cas"):
+            raise ValueError(f"EDN op {i}: :f {o.get('f')!r} is not read, write or cas (a single register)")
+        time = o["time"] / 1e9 if timed else float(i)
+        raw = _freeze(o.get("value"))
+        if f == "cas" and kind == "invoke" and not (isinstance(raw, tuple) and len(raw) == 2):
+            raise ValueError(f"EDN op {i}: a cas value is [from to], not {o.get('value')!r}")
+        value: Any = raw
+        if kind == "invoke":
+            value = None if f == "read" else raw
+            history.append(Event(process, OpType.INVOKE, f, key, value, time))
+        elif kind == "ok":
+            value = raw if f == "read" else (True if f == "cas" else None)
+            history.append(Event(process, OpType.OK, f, key, value, time))
+        else:
+            error = o.get("error")
+            history.append(Event(process, OpType(kind), f, key, None, time,
+                                 error=None if error is None else str(error)))
+    return history, timed
+
+
+@dataclass(frozen=True)
+class LoadedHistory:
+    """What `load_history` found: the history, its format, and whether times are seconds
+    (``timed``) or mere positions in the file (a Jepsen log, an EDN history without ``:time``)."""
+
+    history: History
+    format: str  # "jsonl", "jepsen-log" or "edn"
+    timed: bool
+
+
+def load_history(path: str | Path) -> LoadedHistory:
+    """Read a history file in any format this module knows (see the module docstring).
+
+    Raises `OSError` when the file cannot be read and `ValueError` when it is
+    not a history (with the file and line that says so).
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    first = next((line.strip() for line in text.splitlines() if line.strip() and not line.startswith(";")), "")
+    if not first:
+        raise ValueError(f"{path}: empty, not a history")
+    if first.startswith("{") and not first.startswith("{:"):
+        history = History.read_jsonl(path)
+        return LoadedHistory(history, "jsonl", True)
+    if _JEPSEN_RE.match(first):
+        return LoadedHistory(parse_jepsen_log(path), "jepsen-log", False)
+    if first.startswith(("{", "[", "(")):
+        try:
+            history, timed = parse_edn_history(text)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        return LoadedHistory(history, "edn", timed)
+    raise ValueError(f"{path}: not a history (neither raftnet JSONL, a Jepsen log nor EDN): {first[:60]!r}")

@@ -9,14 +9,19 @@
   X-Request-Seq, so a duplicate means the node proposed a write twice).
 
 The checks are pure functions over data; ``gather_logs`` and
-``LeaderWatch`` fetch that data from a running cluster.
+``LeaderWatch`` fetch that data from a running cluster. ``LeaderWatch``
+also keeps every answer as a timestamped `StatusSample` (role, term,
+leader, commit index; or no answer), which the report draws as one lane
+per node.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,14 +136,64 @@ def gather_logs(nodes: Iterable[str], fetch: Callable[[str, str], Any]) -> dict[
     return logs
 
 
+@dataclass(frozen=True)
+class StatusSample:
+    """What ``node`` said when asked for its status at ``time``; ``role`` None: no answer."""
+
+    time: float
+    node: str
+    role: str | None
+    term: int | None = None
+    leader: str | None = None
+    commit_index: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": self.time, "node": self.node, "role": self.role, "term": self.term,
+                "leader": self.leader, "commit_index": self.commit_index}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StatusSample:
+        """Inverse of `to_json`; raises `ValueError` on a malformed record."""
+        try:
+            def opt_int(k: str) -> int | None:
+                return None if data.get(k) is None else int(data[k])
+
+            def opt_str(k: str) -> str | None:
+                return None if data.get(k) is None else str(data[k])
+
+            return cls(float(data["time"]), str(data["node"]), opt_str("role"), opt_int("term"),
+                       opt_str("leader"), opt_int("commit_index"))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"bad status sample {data!r}: {e}") from None
+
+
+def read_status(st: Any) -> tuple[str | None, int | None, str | None, int | None]:
+    """(role, term, leader, commit_index) of a NodeStatus or a status dict (raftnet's /v1/status)."""
+    if st is None:
+        return None, None, None, None
+    if isinstance(st, Mapping):
+        role, term, leader, commit = st.get("role"), st.get("term"), st.get("leader_id", st.get("leader")), \
+            st.get("commit_index")
+    else:
+        role, term = getattr(st, "role", None), getattr(st, "term", None)
+        leader, commit = getattr(st, "leader", None), getattr(st, "commit_index", None)
+    return (None if role is None else str(role), None if term is None else int(term),
+            None if leader is None else str(leader), None if commit is None else int(commit))
+
+
 @dataclass
 class LeaderWatch:
-    """Samples every node's (term, role) in a background thread while a run goes on."""
+    """Samples every node's status in the background while a run goes on: (node, term, role) in
+    ``samples`` for `check_leaders`, and every answer (or its absence) with its time in
+    ``timeline``. Each node is asked every ``interval`` seconds, on its own, so a node that does
+    not answer delays only its own samples."""
 
-    status: Callable[[str], Any]  # node -> a NodeStatus (term, role) or a status dict; None: no answer
+    status: Callable[[str], Any]  # node -> a NodeStatus or a status dict; None: no answer
     nodes: Callable[[], Iterable[str]]
     interval: float = 0.1
+    clock: Callable[[], float] = time.monotonic  # the history's clock
     samples: list[tuple[str, int, str]] = field(default_factory=list)
+    timeline: list[StatusSample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -153,15 +208,22 @@ class LeaderWatch:
             self._thread.join(10)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            for n in list(self.nodes()):
-                st = self.status(n)
-                if isinstance(st, Mapping):
-                    term, role = st.get("term"), st.get("role")
-                else:
-                    term, role = getattr(st, "term", None), getattr(st, "role", None)
-                if term is not None and role is not None:
-                    self.samples.append((n, int(term), str(role)))
+        asked: dict[str, Future[StatusSample]] = {}
+        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="leader-watch") as pool:
+            while not self._stop.wait(self.interval):
+                for n in list(self.nodes()):
+                    if n not in asked or asked[n].done():
+                        asked[n] = pool.submit(self.sample, n)
+
+    def sample(self, node: str) -> StatusSample:
+        """Ask ``node`` once and record the answer."""
+        t = self.clock()
+        role, term, leader, commit = read_status(self.status(node))
+        s = StatusSample(t, node, role, term, leader, commit)
+        self.timeline.append(s)
+        if term is not None and role is not None:
+            self.samples.append((node, term, role))
+        return s
 
     def violations(self) -> list[str]:
         return check_leaders(self.samples)

@@ -7,7 +7,8 @@ cluster converges, every key is read back, and the run is judged:
 linearizability of the whole history, nothing acknowledged lost, nothing
 applied twice, one leader per term, identical committed prefixes. The last
 line printed is the verdict; the run folder holds the history, the event
-log, the node logs and report.html.
+log, the nodes' status samples, the node logs and report.html (which
+``raftnet analyze FOLDER/history.jsonl`` can write again).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -154,10 +155,12 @@ def run_check(cfg: CheckConfig, out_stream: TextIO = sys.stdout) -> CheckResult:
                "nemesis": ",".join(kinds), "operations": v.operations, "ok": c.ok, "fail": c.fail,
                "info": c.info, "faults": nem.done, "acknowledged writes checked": v.acknowledged,
                "problems": v.problems, "nemesis errors": nem.errors}
+    status = [replace(s, time=round(s.time - cluster.t0, 4)) for s in watch.timeline] if cluster.knows_leader else []
     report = write_run(out, RunReport(
         title=f"raftnet check, seed {cfg.seed}", verdict=verdict, ok=v.ok, history=work.history,
         events=cluster.events, t0=cluster.t0, summary=summary,
         violation=v.check.window if not v.check.ok else (), violation_key=v.check.key, node_logs=node_logs,
+        status=status, check=v.check,
     ))
     if not v.check.ok:
         log(v.check.explain())

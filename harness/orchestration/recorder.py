@@ -1,6 +1,10 @@
 """A recording client process: every operation goes into a History as an
 invoke before it is sent and an ok / fail / info completion after, whatever
 the system (the classification is the system client's, see systems/base.py).
+
+As in Jepsen, a client whose operation ended ``info`` goes on as a new
+process: its id grows by ``stride`` (the number of clients), because the
+old process may still be acting in the cluster.
 """
 
 from __future__ import annotations
@@ -9,22 +13,27 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from harness.model.history import History
+from harness.model.history import History, OpType
 from harness.systems.base import Endpoint, KVClient, Op, Outcome
 
 
 class Recorder:
-    """One Jepsen-style process: bound to ``node`` (which the caller may change between operations)."""
+    """One Jepsen-style client: bound to ``node`` (which the caller may change between operations).
+
+    ``process`` is its current process id; after an ``info`` completion it
+    becomes ``process + stride`` (``stride`` 0: it stays, for a lone client).
+    """
 
     def __init__(self, kv: KVClient, history: History, process: int,
                  endpoints: Callable[[], Mapping[str, Endpoint]], node: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, stride: int = 0) -> None:
         self.kv = kv
         self.history = history
         self.process = process
         self.endpoints = endpoints
         self.node = node
         self.clock = clock
+        self.stride = stride
 
     async def read(self, key: str) -> Outcome:
         return await self.op(Op("read", key))
@@ -46,6 +55,8 @@ class Recorder:
         out = await self.kv.call(node, op, eps)
         self.history.complete(self.process, out.type, out.value, self.clock(), node=out.node or node,
                               index=out.index, error=out.error)
+        if out.type is OpType.INFO:
+            self.process += self.stride
         return out
 
     async def close(self) -> None:

@@ -46,9 +46,10 @@ async def client_loop(c: Recorder, rng: random.Random, keys: Sequence[str], runn
     """One process: reads, writes of unique values, cas from the last value it saw, deletes
     (only the ``ops`` the system offers; the others' share goes to writes)."""
     known: dict[str, str | None] = {}
+    slot = c.process  # the client's first process id: its node and its values stay after an info
     n = 0
     while running():
-        node = pick_node(c.process)
+        node = pick_node(slot)
         if node is None:
             await asyncio.sleep(0.05)
             continue
@@ -56,7 +57,7 @@ async def client_loop(c: Recorder, rng: random.Random, keys: Sequence[str], runn
         key = rng.choice(keys)
         r = rng.random()
         n += 1
-        value = f"{c.process}-{n}"
+        value = f"{slot}-{n}"
         kind = "read" if r < mix[0] else "write" if r < mix[1] else "cas" if r < mix[2] else "delete"
         if kind not in ops:
             kind = "write"
@@ -143,7 +144,7 @@ class Workload:
         clients = [
             Recorder(system.client(timeout=self.timeout, client_id=f"w{self.seed}-p{self.base + p}-{id(self):x}",
                                    follow_redirects=self.follow),
-                     self.history, self.base + p, lambda: endpoints, self._pick(self.base + p))
+                     self.history, self.base + p, lambda: endpoints, self._pick(self.base + p), stride=self.clients)
             for p in range(self.clients)
         ]
 
