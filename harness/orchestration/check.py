@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from harness.lab import clock as lab_clock
 from harness.model import checker, invariants
 from harness.orchestration import nemesis
 from harness.orchestration.cluster import Cluster, ClusterError
@@ -106,6 +107,8 @@ def run_check(cfg: CheckConfig, out_stream: TextIO = sys.stdout) -> CheckResult:
         for k in kinds:
             if k not in ("kill", "pause"):
                 left_out.setdefault(k, "needs network namespaces (root or rootless mode), not 127.0.0.1")
+    if "clock" in kinds and (reason := lab_clock.unavailable_reason()):
+        left_out.setdefault("clock", reason)
     for kind, why in left_out.items():
         log(f"nemesis: {kind} left out: {why}")
         kinds = tuple(k for k in kinds if k != kind)
@@ -116,7 +119,7 @@ def run_check(cfg: CheckConfig, out_stream: TextIO = sys.stdout) -> CheckResult:
         cluster = LoopbackCluster(cfg.nodes, workdir=out / "cluster", system=system)
     else:
         cluster = Cluster(cfg.nodes, workdir=out / "cluster", name=f"check-{cfg.seed}-{os.getpid()}",
-                          system=system, power=cfg.power or "power" in kinds)
+                          system=system, power=cfg.power or "power" in kinds, clock="clock" in kinds)
     plan = nemesis.schedule(cfg.seed, cfg.time, kinds, [f"n{i}" for i in range(1, cfg.nodes + 1)])
     with cluster:
         if cluster.knows_leader:
