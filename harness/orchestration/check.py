@@ -7,7 +7,8 @@ cluster converges, every key is read back, and the run is judged:
 linearizability of the whole history, nothing acknowledged lost, nothing
 applied twice, one leader per term, identical committed prefixes. The last
 line printed is the verdict; the run folder holds the history, the event
-log, the node logs and report.html.
+log, the node logs and report.html. Run folders go to ``runs/`` by default
+(``default_out``), and ``runs/latest`` links to the newest (``link_latest``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,24 @@ from harness.orchestration.report import RunReport, write_run
 from harness.orchestration.workload import Counters, Workload, verify
 from harness.systems.base import System
 from harness.systems.raftnet import RaftnetSystem
+
+RUNS = Path("runs")
+
+
+def default_out(seed: int, runs: Path = RUNS) -> Path:
+    """Where a run goes without ``--out``: ``runs/check-DATE-TIME-seedSEED``."""
+    return runs / f"check-{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
+
+
+def link_latest(out: Path) -> Path:
+    """Point ``latest`` next to ``out`` at it (a relative symlink, replaced atomically); return the link."""
+    out.mkdir(parents=True, exist_ok=True)
+    link = out.parent / "latest"
+    tmp = out.parent / f".latest-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(out.name, tmp)
+    os.replace(tmp, link)
+    return link
 
 
 @dataclass
