@@ -571,7 +571,7 @@ class Cluster:
         if text is not None:
             self._fault(Active(Scope.CLOCK, node, text))
         if lag is not None and lag > MARGIN:
-            self._note("clock", f"{node} read its new clock {lag:.3f} s after it was written: a slower rate may "
+            self._note("note", f"{node} read its new clock {lag:.3f} s after it was written: a slower rate may "
                        "have stepped its clock back")
         self.save()
         return line
