@@ -68,10 +68,14 @@ def parse_duration(text: str) -> float:
     m = _DURATION.fullmatch(t)
     if m is None:
         raise ClockError(f"expected a duration with a unit like 5s, -200ms or 1.5s, got {text!r}")
-    seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    if abs(seconds) > OFFSET_MAX:
-        raise ClockError(f"an offset of at most a year either way, got {text!r}")
-    return seconds
+    return check_offset(float(m.group(1)) * _UNITS[m.group(2)], text)
+
+
+def check_offset(seconds: float, text: str | None = None) -> float:
+    """``seconds`` when it is a usable clock jump (finite, at most a year either way)."""
+    if not math.isfinite(seconds) or abs(seconds) > OFFSET_MAX:
+        raise ClockError(f"an offset of at most a year either way, got {text if text is not None else seconds!r}")
+    return float(seconds)
 
 
 def parse_rate(text: str | float) -> float:

@@ -51,7 +51,7 @@ from harness.lab import clock as lab_clock
 from harness.lab.mountns import MountNamespace, PowerDisk
 from harness.lab.process import NodeProcess, ProcessGoneError, kill_all, spawn
 from harness.model import topology
-from harness.model.clock import MARGIN, ClockLine, format_duration, parse_rate
+from harness.model.clock import MARGIN, ClockLine, check_offset, format_duration, parse_rate
 from harness.model.faults import Active, Scope
 from harness.model.topology import Topology
 from harness.orchestration.local import request, wait_for
@@ -536,6 +536,7 @@ class Cluster:
 
     def clock_offset(self, node: str, seconds: float) -> None:
         """``node``'s clock jumps ``seconds`` ahead (behind, when negative: its monotonic clock steps back)."""
+        seconds = check_offset(seconds)
         self._set_clock(node, lambda line, now: line.jumped(seconds), f"clock {node} jump {format_duration(seconds)}")
 
     def clock_reset(self, node: str) -> None:

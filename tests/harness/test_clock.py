@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from harness.model.clock import LEAD, MARGIN, ClockError, ClockLine, parse_duration, parse_rate
+from harness.model.clock import LEAD, MARGIN, ClockError, ClockLine, check_offset, parse_duration, parse_rate
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -34,6 +34,13 @@ def test_rates(text: str, rate: float) -> None:
 def test_bad_rates(text: str) -> None:
     with pytest.raises(ClockError, match="rate"):
         parse_rate(text)
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1e9])
+def test_bad_offsets(seconds: float) -> None:
+    with pytest.raises(ClockError, match="at most a year"):
+        check_offset(seconds)
+    assert check_offset(-0.5) == -0.5
 
 
 def test_the_control_line_is_fixed_point_with_no_unit_letters() -> None:
