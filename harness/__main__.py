@@ -70,7 +70,7 @@ examples:
 
 Without --out the run goes to runs/check-DATE-seedSEED and runs/latest links to it (history,
 event log, node logs, report.html). A [check] table in the cluster file replaces the defaults
-below. Exit code 0 only when the history is linearizable and no acknowledged write was lost.
+above. Exit code 0 only when the history is linearizable and no acknowledged write was lost.
 """
 
 CLOCK_EPILOG = """\
