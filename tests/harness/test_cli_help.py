@@ -152,3 +152,11 @@ def test_runs_latest_points_at_the_newest_run(tmp_path: Path) -> None:
     assert os.readlink(link) == "check-later-seed2"  # relative: the runs folder can move
     assert (runs / "latest").resolve() == second.resolve() and first.is_dir()
     assert sorted(p.name for p in runs.iterdir()) == sorted([first.name, "check-later-seed2", "latest"])
+
+
+def test_check_refuses_a_clock_nemesis_for_etcd_in_one_line(capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./raftnet.toml
+    code = cli.main(["check", "--loopback", "--system", "etcd", "--nemesis", "clock"])  # refused before it runs
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "nemesis clock: libfaketime cannot reach etcd" in err, err
