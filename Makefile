@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help setup sysdeps check test test-partitions test-fast bench demo clean-runs clean
+.PHONY: help setup setup-dev sysdeps check test test-partitions test-fast bench demo clean-runs clean
 
 help:
 	@echo "make demo              set up, then run the main job (sudo for the namespace run)"
-	@echo "make check             lint (ruff) and types (mypy); CI runs it before the tests"
+	@echo "make check             lint (ruff), types (mypy), the Vagrantfile's syntax (ruby); CI runs it first"
+	@echo "make setup-dev         setup plus what only development needs (ruby, for the Vagrantfile check)"
 	@echo "make test              the whole suite (as root it includes the namespace tests)"
 	@echo "make test-partitions   only the namespace scenarios (needs root or user namespaces)"
 	@echo "make bench             throughput, latency and failover figures (JSON in bench-results/)"
@@ -25,9 +26,14 @@ sysdeps:
 
 setup: $(STAMP) sysdeps
 
-check: setup
+setup-dev: setup
+	@RAFTNET_WITH_RUBY=1 sh scripts/install-sysdeps.sh
+
+check: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	@if command -v ruby >/dev/null 2>&1; then ruby -c vagrant/Vagrantfile >/dev/null && echo "vagrant/Vagrantfile: Syntax OK"; \
+	else echo "note: ruby missing, the Vagrantfile's syntax is not checked (sudo make setup-dev installs it)"; fi
 
 test: setup
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)

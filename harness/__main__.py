@@ -48,68 +48,164 @@ def _nodes(text: str) -> list[str]:
     return [n for n in (p.strip() for p in text.split(",")) if n]
 
 
+EPILOG = """\
+examples:
+  sudo raftnet up --nodes 5                  start 5 nodes, print the node table
+  sudo raftnet partition n1,n2 n3,n4,n5      split the network; `raftnet heal` ends it
+  sudo raftnet clock n2 --rate 2.0           n2's clock runs twice as fast (an `up --clock` cluster)
+  raftnet status                             who leads, in which term, and the active faults
+  sudo raftnet down                          stop the cluster, remove its namespaces
+  sudo raftnet check --nemesis all           a whole randomized run; the last line is the verdict
+
+`raftnet COMMAND --help` for each command. Exit code 0 on success, otherwise one line saying why
+(2: bad arguments). State: $RAFTNET_HOME/NAME (default /tmp/raftnet-UID/NAME).
+"""
+
+CHECK_EPILOG = """\
+examples:
+  sudo raftnet check                                 5 nodes, 60 s, every nemesis that can run here
+  sudo raftnet check --time 30 --nemesis partition,clock --seed 7
+  raftnet check --loopback --nemesis kill,pause      no root: 127.0.0.1, process faults only
+  sudo raftnet check --system etcd --nodes 3
+
+Without --out the run goes to runs/check-DATE-seedSEED and runs/latest links to it (history,
+event log, node logs, report.html). A [check] table in the cluster file replaces the defaults
+above. Exit code 0 only when the history is linearizable and no acknowledged write was lost.
+"""
+
+CLOCK_EPILOG = """\
+examples:
+  sudo raftnet clock n2 --rate 3        n2's clock runs 3x as fast: its timeouts come 3x sooner
+  sudo raftnet clock n2 --rate 0.5      half as fast
+  sudo raftnet clock n2 --offset 5s     jump 5 s ahead; --offset -200ms jumps back
+  sudo raftnet clock n2 reset           the real rate again, from where the clock is
+  sudo raftnet clock n2                 show n2's clock
+
+Needs a cluster started with `raftnet up --clock` (libfaketime preloaded into every node). A rate
+change never steps a node's clock back; only a negative offset does. Systems written in Go (etcd)
+read the clock without libc: libfaketime cannot reach them.
+"""
+
+
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Run a raftnet cluster in network namespaces and break it.")
-    p.add_argument("--name", default="default", help="cluster name (default: default)")
+    from node.version import version
+
+    raw = argparse.RawDescriptionHelpFormatter
+    p = _Parser(prog=PROG, description="Run a raftnet cluster (or another system's) in network namespaces and "
+                "break it:\npartitions, packet loss, crashes, pauses, power cuts, skewed clocks.", epilog=EPILOG,
+                formatter_class=raw)
+    p.add_argument("--version", action="version", version=f"{PROG} {version()}", help="print the version and exit")
+    p.add_argument("--name", default="default", help="cluster name (default: %(default)s)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
-    up = sub.add_parser("up", help="start a cluster; prints the node table")
-    up.add_argument("--nodes", type=int, default=3)
+    up = sub.add_parser("up", help="start a cluster; prints the node table",
+                        description="Start a cluster of NODES nodes, each in its own network namespace.")
+    up.add_argument("--nodes", type=int, default=3, metavar="N", help="how many nodes, 1-50 (default: %(default)s)")
     _system_args(up)
-    up.add_argument("--secret", help="shared secret for the nodes")
+    up.add_argument("--secret", help="shared secret the raftnet nodes require from clients and peers "
+                    "(default: none)")
     up.add_argument("--power", action="store_true",
-                    help="each data dir on a powerfs disk (needs /dev/fuse), so that power-cut works")
+                    help="each data dir on a powerfs disk (needs /dev/fuse), so that power-cut works "
+                    "(default: off)")
+    up.add_argument("--clock", action="store_true",
+                    help="preload libfaketime into every node, so that `raftnet clock` can skew its clock "
+                    "(default: off)")
     st = sub.add_parser("status", help="per-node state and the active faults")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="one JSON object instead of a table (default: a table)")
     pa = sub.add_parser("partition", help="split into groups: partition n1,n2 n3,n4,n5")
-    pa.add_argument("groups", nargs="+", type=_nodes)
+    pa.add_argument("groups", nargs="+", type=_nodes, help="groups of comma-separated node ids, e.g. n1,n2 n3,n4,n5")
     for name, help_ in (("isolate", "NODE alone, both directions"),
                         ("bridge", "NODE sees both halves; the halves do not see each other"),
                         ("link-down", "unplug NODE (clients lose it too)"), ("link-up", "replug NODE"),
                         ("kill", "SIGKILL NODE"), ("restart", "restart NODE with the same data dir"),
                         ("pause", "SIGSTOP NODE"), ("resume", "SIGCONT NODE"),
                         ("remove", "remove NODE from the membership and the network")):
-        sp = sub.add_parser(name, help=help_)
-        sp.add_argument("node")
+        sp = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
+        sp.add_argument("node", help="a node id: n1, n2, ...")
     pc = sub.add_parser("power-cut", help="power failure of NODE or all: SIGKILL and lose unsynced writes "
                         "(an `up --power` cluster; `restart NODE` brings one back, all come back at once)")
     pc.add_argument("node", help="a node id, or all")
     cut = sub.add_parser("cut", help="one-way: cut SRC DST drops SRC -> DST")
-    cut.add_argument("src")
-    cut.add_argument("dst")
+    cut.add_argument("src", help="the node whose packets to DST are dropped")
+    cut.add_argument("dst", help="the node that stops hearing from SRC (it still reaches SRC)")
     loss = sub.add_parser("loss", help="drop PERCENT%% of NODE's packets to and from peers")
-    loss.add_argument("node")
-    loss.add_argument("percent", type=int)
+    loss.add_argument("node", help="a node id")
+    loss.add_argument("percent", type=int, help="0-100, in percent of packets")
+    cl = sub.add_parser("clock", help="skew NODE's clock: --rate 2.0, --offset 5s or reset",
+                        description="Make NODE's clock run fast or slow, jump it, or reset it, while the node "
+                        "runs.", epilog=CLOCK_EPILOG, formatter_class=raw)
+    cl.add_argument("node", metavar="NODE", help="a node id")
+    cl.add_argument("action", nargs="?", choices=["reset"], metavar="reset",
+                    help="the real rate again, from where the clock is (default: none; with no action and no "
+                    "option: show the clock)")
+    how = cl.add_mutually_exclusive_group()
+    how.add_argument("--rate", type=_clock_rate, metavar="X",
+                     help="clock speed as a multiple of real time, 0.01-100: 2.0 twice as fast, 0.5 half "
+                     "(default: 1, real time)")
+    how.add_argument("--offset", type=_clock_offset, metavar="DURATION",
+                     help="jump the clock by a duration with a unit: 5s, 1.5s, -200ms (back), 2m (default: 0)")
     sub.add_parser("heal", help="remove every network fault")
     add = sub.add_parser("add", help="add a node through the leader")
-    add.add_argument("--id")
+    add.add_argument("--id", help="the new node's id (default: the next free one, e.g. n4)")
     sub.add_parser("down", help="stop the cluster and remove its namespaces")
     sub.add_parser("clean", help="remove everything left by crashed runs")
-    ck = sub.add_parser("check", help="a whole randomized nemesis run; the last line is the verdict")
-    ck.add_argument("--nodes", type=int, help="cluster size (default 5)")
-    ck.add_argument("--time", type=float, help="seconds of faults and traffic (default 60)")
-    ck.add_argument("--clients", type=int, help="concurrent clients (default 10)")
-    ck.add_argument("--keys", type=int, help="keys they share (default 5)")
-    ck.add_argument("--nemesis", help="partition,kill,pause,loss,membership,power or all (default all)")
+    ck = sub.add_parser("check", help="a whole randomized nemesis run; the last line is the verdict",
+                        description="A whole randomized nemesis run on its own cluster: clients, faults, "
+                        "heal, then the checker.", epilog=CHECK_EPILOG, formatter_class=raw)
+    ck.add_argument("--nodes", type=int, metavar="N", help="cluster size, 3-15 (default: 5)")
+    ck.add_argument("--time", type=float, metavar="SECONDS", help="seconds of faults and traffic (default: 60)")
+    ck.add_argument("--clients", type=int, metavar="N", help="concurrent clients (default: 10)")
+    ck.add_argument("--keys", type=int, metavar="N", help="keys they share (default: 5)")
+    ck.add_argument("--nemesis", metavar="KINDS", help=f"comma-separated fault kinds: {','.join(_kinds())}, "
+                    "or all (default: all that can run here)")
     _system_args(ck)
-    ck.add_argument("--seed", type=int)
+    ck.add_argument("--seed", type=int, help="seed of the fault schedule and the clients (default: random, "
+                    "printed)")
     ck.add_argument("--loopback", action="store_true",
-                    help="on 127.0.0.1 without namespaces (no root needed): process faults only (kill, pause)")
-    ck.add_argument("--out", type=Path)
+                    help="on 127.0.0.1 without namespaces (no root needed): process faults only (kill, pause) "
+                    "(default: off)")
+    ck.add_argument("--out", type=Path, metavar="DIR",
+                    help="the run folder (default: runs/check-DATE-seedSEED, linked as runs/latest)")
     an = sub.add_parser("analyze", help="check a stored history (a run's history.jsonl, a Jepsen log or EDN "
                         "history) again and write its report; the last line is the verdict")
     an.add_argument("file", type=Path, metavar="FILE", help="the history to check")
-    an.add_argument("--out", type=Path, help="where to write the report (default ./FILE-STEM.report.html)")
-    an.add_argument("--timeout", type=float, default=120.0, help="seconds for the checker (default 120)")
+    an.add_argument("--out", type=Path, metavar="HTML",
+                    help="where to write the report (default: ./FILE-STEM.report.html)")
+    an.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                    help="seconds the checker may take before the verdict is 'unknown' (default: 120)")
     for sp in sub.choices.values():  # `raftnet up --name x` as CONTRACT.md writes it, too
-        sp.add_argument("--name", default=argparse.SUPPRESS, help="cluster name")
+        sp.add_argument("--name", default=argparse.SUPPRESS, help="cluster name (default: default)")
     return p
+
+
+def _kinds() -> tuple[str, ...]:
+    from harness.model.nemesis import KINDS
+
+    return KINDS
+
+
+def _clock_rate(text: str) -> float:
+    from harness.model.clock import ClockError, parse_rate
+
+    try:
+        return parse_rate(text)
+    except ClockError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _clock_offset(text: str) -> float:
+    from harness.model.clock import ClockError, parse_duration
+
+    try:
+        return parse_duration(text)
+    except ClockError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _system_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--system", help="raftnet, etcd, etcd-serializable, or package.module:Class (default: "
                     "./raftnet.toml if present, else raftnet)")
-    sp.add_argument("--config", type=Path, help="a cluster file naming the system and its parameters "
-                    "(default ./raftnet.toml)")
+    sp.add_argument("--config", type=Path, metavar="FILE", help="a cluster file naming the system and its "
+                    "parameters (default: ./raftnet.toml when present)")
 
 
 def _cluster_file(a: argparse.Namespace) -> ClusterFile:
@@ -237,6 +333,15 @@ def cmd_up(a: argparse.Namespace) -> int:
     wd = _workdir(a.name)
     from harness.lab import cleanup, powerfs
 
+    if a.clock:
+        from harness.lab import clock as lab_clock
+        from harness.systems.base import Feature
+
+        if Feature.CLOCK not in cf.system.features:
+            raise CliError(f"--clock: libfaketime cannot reach {cf.system.name}'s clock (a Go runtime such as "
+                           "etcd's reads it without libc)", 2)
+        if reason := lab_clock.unavailable_reason():
+            raise CliError(reason)
     if a.power and (reason := powerfs.unavailable_reason()):
         raise CliError(reason)
     cleanup.clean(sweep_orphans=False)  # what crashed runs left (dead owners only)
@@ -263,7 +368,7 @@ def cmd_up(a: argparse.Namespace) -> int:
     (wd / "holder.pid").write_text(str(owner))
     system = None if isinstance(cf.system, RaftnetSystem) and a.secret else cf.system
     c = Cluster(a.nodes, workdir=wd, name=a.name, secret=a.secret if system is None else None, owner_pid=owner,
-                power=a.power, system=system)
+                power=a.power, system=system, clock=a.clock)
     try:
         c.start()
         if c.knows_leader:
@@ -335,12 +440,33 @@ def _act(a: argparse.Namespace) -> int:
             c.start_all()  # the power comes back: every node restarts from its durable state
         elif a.cmd == "power-cut":
             c.power_cut(a.node)
+        elif a.cmd == "clock":
+            if _clock(c, a):
+                return 0
     except (ClusterError, FirewallError, ValueError, TimeoutError) as e:
         raise CliError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     finally:
         _detach(c)
     print(f"{a.cmd}: done; faults now: " + ("; ".join(c.faults()) or "none"))
     return 0
+
+
+def _clock(c: Cluster, a: argparse.Namespace) -> bool:
+    """``raftnet clock``; True when it only showed the clock (nothing changed)."""
+    import time
+
+    if a.action == "reset" and (a.rate is not None or a.offset is not None):
+        raise CliError("clock: reset takes no --rate or --offset", 2)
+    if a.action == "reset":
+        c.clock_reset(a.node)
+    elif a.rate is not None:
+        c.clock_rate(a.node, a.rate)
+    elif a.offset is not None:
+        c.clock_offset(a.node, a.offset)
+    else:
+        print(f"{a.node}: {c.clock_state(a.node).describe(time.monotonic())}")
+        return True
+    return False
 
 
 def _detach(c: Cluster) -> None:
@@ -391,9 +517,8 @@ _CHECK_DEFAULTS: dict[str, object] = {"nodes": 5, "time": 60.0, "clients": 10, "
 
 def cmd_check(a: argparse.Namespace) -> int:
     import random
-    import time
 
-    from harness.orchestration.check import CheckConfig, run_check
+    from harness.orchestration.check import CheckConfig, default_out, link_latest, run_check
     from harness.orchestration.nemesis import NemesisError, parse_kinds
 
     cf = _cluster_file(a)
@@ -422,10 +547,24 @@ def cmd_check(a: argparse.Namespace) -> int:
             raise CliError(reason)
         kinds = tuple(k for k in kinds if k != "power")  # "all" means all that can run here
         print(f"nemesis power left out: {reason}")
+    from harness.lab import clock as lab_clock
+
+    if "clock" in kinds and "clock" not in unsupported(cf.system, kinds) and (
+            reason := lab_clock.unavailable_reason()):
+        if "clock" in _nodes(a.nemesis):
+            raise CliError(reason)
+        kinds = tuple(k for k in kinds if k != "clock")
+        print(f"nemesis clock left out: {reason}")
     if os.geteuid() == 0:
         cleanup.clean(sweep_orphans=False)  # what crashed runs left (dead owners only)
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
-    out = a.out or Path("runs") / f"check-{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
+    out = a.out
+    if out is None:
+        out = default_out(seed)
+        try:
+            link_latest(out)
+        except OSError as e:
+            print(f"runs/latest not updated: {e.strerror or e}")
     # raftnet without node flags of its own: with check's (frequent snapshots)
     from harness.systems.raftnet import RaftnetSystem
 
@@ -454,8 +593,22 @@ def cmd_analyze(a: argparse.Namespace) -> int:
     return 0 if r.ok else 1
 
 
+def _glue_negative(args: list[str]) -> list[str]:
+    """``--offset -200ms`` as ``--offset=-200ms``: argparse would take -200ms for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--offset" and i + 1 < len(args) and args[i + 1].startswith("-") and args[i + 1][1:2].isdigit():
+            out.append(f"--offset={args[i + 1]}")
+            i += 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = _glue_negative(list(sys.argv[1:] if argv is None else argv))
     try:
         a = parser().parse_args(args)
         code = _rootless(a, list(args))

@@ -28,6 +28,7 @@ from .runtime import JoinRefusedError, Runtime
 from .server import make_app
 from .statemachine import KVStateMachine
 from .storage import LoadedState, SqliteStorage, StorageError, ThreadedStorage, fsync_dir
+from .version import version
 
 PROG = "raftnet-node"
 
@@ -41,20 +42,53 @@ class _Parser(argparse.ArgumentParser):
         raise StartupError(message)
 
 
-def parse_args(argv: list[str]) -> Config:
-    p = _Parser(prog="python -m node", description="One raftnet Raft member.")
-    p.add_argument("--id", required=True)
-    p.add_argument("--listen", required=True, metavar="HOST:PORT")
-    p.add_argument("--data-dir", required=True, type=Path)
-    p.add_argument("--peers", metavar="ID=HOST:PORT,...")
-    p.add_argument("--join", metavar="HOST:PORT")
-    p.add_argument("--heartbeat-ms", type=int, default=50)
-    p.add_argument("--election-timeout-ms", default="300:600", metavar="MIN:MAX")
-    p.add_argument("--snapshot-every", type=int, default=10_000, metavar="N")
-    p.add_argument("--snapshot-catchup-entries", type=int, default=5_000, metavar="N")
-    p.add_argument("--secret-file", type=Path)
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+EPILOG = """\
+examples:
+  python -m node --id n1 --listen 127.0.0.1:7001 --data-dir data/n1 \\
+      --peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
+  python -m node --id n4 --listen 127.0.0.1:7004 --data-dir data/n4 --join 127.0.0.1:7001
+
+exit code 2 and one line on stderr: a bad flag, an unusable data dir, a data dir of another
+node, an address in use, or a --join the cluster refuses. SIGTERM stops it gracefully.
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m node", description="One raftnet Raft member: the client API and the Raft RPCs on "
+                "one HTTP address,\nits log, snapshots and state in one SQLite database in its data dir.",
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s (raftnet) {version()}",
+                   help="print the version and exit")
+    p.add_argument("--id", required=True, help="this node's id, e.g. n1: letters, digits, '-', '_', '.' "
+                   "(required; no default)")
+    p.add_argument("--listen", required=True, metavar="HOST:PORT",
+                   help="address of the client API and the Raft RPCs (required; no default)")
+    p.add_argument("--data-dir", required=True, type=Path, metavar="DIR",
+                   help="the node's own folder (its SQLite database), created if missing (required; no default)")
+    p.add_argument("--peers", metavar="ID=HOST:PORT,...",
+                   help="every initial member, this node included, the same list on each (default: none, a "
+                   "cluster of one unless --join); ignored once the data dir holds state")
+    p.add_argument("--join", metavar="HOST:PORT",
+                   help="start empty and ask the member at HOST:PORT to add this node (default: none)")
+    p.add_argument("--heartbeat-ms", type=int, default=50, metavar="MS",
+                   help="leader heartbeat interval, in milliseconds (default: %(default)s)")
+    p.add_argument("--election-timeout-ms", default="300:600", metavar="MIN:MAX",
+                   help="randomized election timeout range, in milliseconds (default: %(default)s)")
+    p.add_argument("--snapshot-every", type=int, default=10_000, metavar="N",
+                   help="snapshot after this many applied entries, 0 never (default: %(default)s entries)")
+    p.add_argument("--snapshot-catchup-entries", type=int, default=5_000, metavar="N",
+                   help="log entries kept below a snapshot for lagging followers (default: %(default)s entries)")
+    p.add_argument("--secret-file", type=Path, metavar="FILE",
+                   help="file holding the cluster secret that clients and peers must present as a bearer "
+                   "token (default: none, no secret)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log verbosity on stderr (default: %(default)s)")
     p.add_argument("--request-timeout-ms", type=int, default=5000, help=argparse.SUPPRESS)
+    return p
+
+
+def parse_args(argv: list[str]) -> Config:
+    p = parser()
     a = p.parse_args(argv)
     try:
         if not valid_id(a.id):

@@ -1,8 +1,10 @@
 #!/bin/sh
 # Installs the Debian/Ubuntu packages raftnet's harness needs when they are
 # missing and we are root: nftables and iptables (partitions, packet loss),
-# iproute2 (for humans), ruby (to check the Vagrantfile), wrk (the benchmark's load generator),
+# iproute2 (for humans), wrk (the benchmark's load generator; RAFTNET_WITH_WRK=1),
+# ruby (only to check the Vagrantfile's syntax: RAFTNET_WITH_RUBY=1, from `make setup-dev`),
 # libfuse3-3 and fuse3 (powerfs, the power-cut disks: mfusepy loads libfuse3.so.3),
+# libfaketime and faketime (skewed clocks: libfaketime is preloaded into the nodes),
 # etcd-server (the second system under test; its packaged service is stopped and
 # disabled again when we installed it: the lab starts its own etcd processes),
 # and with RAFTNET_WITH_CHROMIUM=1 (a developer's or CI's test run) chromium, for the test
@@ -14,11 +16,19 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin
 have nft || missing="$missing nftables"
 have iptables || missing="$missing iptables"
 have ip || missing="$missing iproute2"
-have ruby || missing="$missing ruby"  # the Vagrantfile syntax test
+if [ "${RAFTNET_WITH_RUBY:-0}" = 1 ]; then
+  have ruby || missing="$missing ruby"  # the Vagrantfile syntax check (make check, a development target)
+fi
 ldconfig -p 2>/dev/null | grep -q 'libfuse3\.so\.3' || /sbin/ldconfig -p 2>/dev/null | grep -q 'libfuse3\.so\.3' \
   || missing="$missing libfuse3-3"
 have fusermount3 || missing="$missing fuse3"
 have etcd || missing="$missing etcd-server"
+faketime_lib=""
+for f in /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1; do
+  [ -e "$f" ] && faketime_lib="$f"
+done
+[ -n "$faketime_lib" ] || missing="$missing libfaketime"
+have faketime || missing="$missing faketime"
 if [ "${RAFTNET_WITH_WRK:-0}" = 1 ]; then
   have wrk || missing="$missing wrk"
 fi

@@ -2,7 +2,8 @@
 
 ``Scope`` says what a fault acts on and what ends it: a network fault ends
 with ``heal``, a link with ``link_up``, a process fault with the node's
-restart or resume, a removal when a member is added again. An ``Active``
+restart or resume, a removal when a member is added again, a skewed clock with
+its reset. An ``Active``
 fault is one the cluster has started and not yet ended: its scope, the node
 it concerns (None: the network or every node) and the words of the event log.
 """
@@ -18,6 +19,7 @@ class Scope(enum.StrEnum):
     LINK = "link"  # a node's cable unplugged
     PROC = "proc"  # a process killed, paused, stopped, or its power cut
     MEMBER = "member"  # a member removed
+    CLOCK = "clock"  # a node's clock runs fast or slow, or jumped (libfaketime); ended by its reset
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ class Kind(enum.StrEnum):
     LOSS = "loss"
     MEMBERSHIP = "membership"
     POWER = "power"  # SIGKILL plus the loss of every unsynced write (harness/lab/powerfs.py); power=True
+    CLOCK = "clock"  # a node's clock fast, slow or jumping (libfaketime, harness/lab/clock.py); clock=True
 
 
 class Shape(enum.StrEnum):
@@ -43,10 +44,17 @@ class Shape(enum.StrEnum):
     POWER_CUT = "power-cut"
     POWER_CUT_LEADER = "power-cut-leader"
     POWER_CUT_ALL = "power-cut-all"
+    CLOCK_FAST = "clock-fast"
+    CLOCK_SLOW = "clock-slow"
+    CLOCK_JUMP = "clock-jump"
 
 
 KINDS: tuple[Kind, ...] = tuple(Kind)
 PARTITION_SHAPES = (Shape.HALVES, Shape.ISOLATE_LEADER, Shape.MAJORITY_RING, Shape.BRIDGE, Shape.ONE_WAY)
+CLOCK_SHAPES = (Shape.CLOCK_FAST, Shape.CLOCK_SLOW, Shape.CLOCK_JUMP)
+CLOCK_FAST_RATES = (2.0, 3.0, 5.0)  # a fast follower times out first: it tends to take the lead
+CLOCK_SLOW_RATES = (0.2, 0.5)  # a slow leader's heartbeats come late: followers may depose it
+CLOCK_JUMPS = (-0.5, 2.0, 10.0)  # s; a jump back is a pause of its timers, a jump ahead fires them at once
 
 
 class NemesisError(HarnessError, ValueError):
@@ -84,6 +92,9 @@ def unsupported(system: Any, kinds: Sequence[str]) -> dict[str, str]:
         out["membership"] = f"{system.name} has no membership hooks (add_member / remove_member)"
     if "power" in kinds and Feature.POWER not in feats:
         out["power"] = f"{system.name} does not run on a powerfs disk"
+    if "clock" in kinds and Feature.CLOCK not in feats:
+        out["clock"] = (f"libfaketime cannot reach {system.name}'s clock (a Go runtime such as etcd's reads it "
+                        "without libc)")
     return out
 
 
@@ -157,6 +168,14 @@ def _plan(rng: random.Random, kind: str, nodes: list[str]) -> tuple[str, dict[st
         if r < 0.4:
             return "power-cut-all", {}
         return ("power-cut-leader", {}) if r < 0.7 else ("power-cut", {"node": rng.choice(nodes)})
+    if kind == "clock":
+        r = rng.random()
+        if r < 0.4:
+            return "clock-fast", {"node": rng.choice(nodes), "rate": rng.choice(CLOCK_FAST_RATES)}
+        if r < 0.7:
+            node = "leader" if rng.random() < 0.5 else rng.choice(nodes)
+            return "clock-slow", {"node": node, "rate": rng.choice(CLOCK_SLOW_RATES)}
+        return "clock-jump", {"node": rng.choice(nodes), "offset": rng.choice(CLOCK_JUMPS)}
     raise NemesisError(kind)
 
 

@@ -8,7 +8,8 @@ linearizability of the whole history, nothing acknowledged lost, nothing
 applied twice, one leader per term, identical committed prefixes. The last
 line printed is the verdict; the run folder holds the history, the event
 log, the nodes' status samples, the node logs and report.html (which
-``raftnet analyze FOLDER/history.jsonl`` can write again).
+``raftnet analyze FOLDER/history.jsonl`` can write again). Run folders go to ``runs/`` by default
+(``default_out``), and ``runs/latest`` links to the newest (``link_latest``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
+from harness.lab import clock as lab_clock
 from harness.model import checker, invariants
 from harness.orchestration import nemesis
 from harness.orchestration.cluster import Cluster, ClusterError
@@ -31,6 +33,24 @@ from harness.orchestration.report import RunReport, write_run
 from harness.orchestration.workload import Counters, Workload, verify
 from harness.systems.base import System
 from harness.systems.raftnet import RaftnetSystem
+
+RUNS = Path("runs")
+
+
+def default_out(seed: int, runs: Path = RUNS) -> Path:
+    """Where a run goes without ``--out``: ``runs/check-DATE-TIME-seedSEED``."""
+    return runs / f"check-{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
+
+
+def link_latest(out: Path) -> Path:
+    """Point ``latest`` next to ``out`` at it (a relative symlink, replaced atomically); return the link."""
+    out.mkdir(parents=True, exist_ok=True)
+    link = out.parent / "latest"
+    tmp = out.parent / f".latest-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(out.name, tmp)
+    os.replace(tmp, link)
+    return link
 
 
 @dataclass
@@ -107,6 +127,8 @@ def run_check(cfg: CheckConfig, out_stream: TextIO = sys.stdout) -> CheckResult:
         for k in kinds:
             if k not in ("kill", "pause"):
                 left_out.setdefault(k, "needs network namespaces (root or rootless mode), not 127.0.0.1")
+    if "clock" in kinds and (reason := lab_clock.unavailable_reason()):
+        left_out.setdefault("clock", reason)
     for kind, why in left_out.items():
         log(f"nemesis: {kind} left out: {why}")
         kinds = tuple(k for k in kinds if k != kind)
@@ -117,7 +139,7 @@ def run_check(cfg: CheckConfig, out_stream: TextIO = sys.stdout) -> CheckResult:
         cluster = LoopbackCluster(cfg.nodes, workdir=out / "cluster", system=system)
     else:
         cluster = Cluster(cfg.nodes, workdir=out / "cluster", name=f"check-{cfg.seed}-{os.getpid()}",
-                          system=system, power=cfg.power or "power" in kinds)
+                          system=system, power=cfg.power or "power" in kinds, clock="clock" in kinds)
     plan = nemesis.schedule(cfg.seed, cfg.time, kinds, [f"n{i}" for i in range(1, cfg.nodes + 1)])
     with cluster:
         if cluster.knows_leader:

@@ -20,6 +20,13 @@ inside a mount namespace private to the cluster (harness/lab/mountns.py):
 ``power_cut(node)`` and ``power_cut_all()`` lose exactly what the nodes
 never fsynced; ``restart``/``start_all`` mount the disk again first.
 
+With ``clock=True`` each node runs with libfaketime preloaded and its own
+control file ``workdir/<node>.clock`` (harness/lab/clock.py):
+``clock_rate(node, 3.0)`` makes its clock run three times as fast,
+``clock_offset(node, 5.0)`` jumps it 5 s ahead, ``clock_reset(node)``
+gives it the real rate again; while it runs, no restart (how a rate change
+avoids stepping the clock back: harness/model/clock.py).
+
 Every fault and heal goes into the event log (monotonic timestamps) kept in
 ``workdir/events.jsonl``. The cluster's state (slot, nodes, processes,
 faults) is saved in ``workdir/state.json`` so that a CLI command from
@@ -34,15 +41,17 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
 from harness.lab import alloc, firewall, netns, powerfs
+from harness.lab import clock as lab_clock
 from harness.lab.mountns import MountNamespace, PowerDisk
 from harness.lab.process import NodeProcess, ProcessGoneError, kill_all, spawn
 from harness.model import topology
+from harness.model.clock import MARGIN, ClockLine, check_offset, format_duration, parse_rate
 from harness.model.faults import Active, Scope
 from harness.model.topology import Topology
 from harness.orchestration.local import request, wait_for
@@ -81,9 +90,11 @@ class Cluster:
         power: bool = False,
         node_env: Mapping[str, str] | None = None,
         system: System | None = None,
+        clock: bool = False,
     ) -> None:
         """``system``: what runs on the nodes (default: raftnet's node with ``node_args`` and ``secret``).
         ``power``: each data dir on its own powerfs disk (power cuts possible).
+        ``clock``: each node's clock under the harness's control (libfaketime; clock faults possible).
         ``node_env``: extra environment of the node processes (e.g. the test-only
         RAFTNET_UNSAFE_NO_FSYNC=1)."""
         if n < 1:
@@ -116,9 +127,17 @@ class Cluster:
         self.mntns: MountNamespace | None = None
         self.disks: dict[str, PowerDisk] = {}
         self.specs: dict[str, NodeSpec] = {}
+        self.clock = clock
+        self.clocks: dict[str, ClockLine] = {}  # each node's clock as its current process runs it
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Cluster:
+        if self.clock:
+            if Feature.CLOCK not in self.system.features:
+                raise ClusterError(f"libfaketime cannot reach {self.system.name}'s clock (no Feature.CLOCK: "
+                                   "a Go program such as etcd reads the clock without libc)")
+            if reason := lab_clock.unavailable_reason():
+                raise ClusterError(reason)
         if self.power:
             if Feature.POWER not in self.system.features:
                 raise ClusterError(f"{self.system.name} does not support power cuts (its disk on powerfs)")
@@ -176,6 +195,9 @@ class Cluster:
                 self.mntns.kill()  # the last process in the namespace: its mounts go with it
             except Exception:
                 pass
+        if self.clock:
+            for p in self.procs.values():
+                lab_clock.forget(p.pid)
         if self.topo is not None:
             netns.destroy_cluster_net(self.topo)
             alloc.release(self.topo.slot, base_dir=self.base_dir)
@@ -197,6 +219,8 @@ class Cluster:
         assert self.topo is not None
         spec = self.specs.get(node)
         env = {**os.environ, **(self.system.env(spec) if spec else {}), **self.node_env}
+        if self.clock:
+            env = self._clock_env(node, env)
         mntns = None
         if self.power:
             self.disk(node).mount()  # after a power cut: a fresh daemon on the durable state
@@ -207,6 +231,8 @@ class Cluster:
                                      mntns=mntns)
         except OSError as e:
             raise NodeStartError(f"{node}: cannot start {self.argv[node][0]!r}: {e.strerror or e}") from None
+        if self.clock:  # libfaketime starts in the new process within milliseconds
+            self.clocks[node] = replace(self.clocks[node], start=time.monotonic())
 
     def disk(self, node: str) -> PowerDisk:
         """``node``'s powerfs disk (power clusters only): store ``<node>.disk``, mounted on its data dir."""
@@ -223,6 +249,10 @@ class Cluster:
 
     def log_path(self, node: str) -> Path:
         return self.workdir / f"{node}.log"
+
+    def clock_path(self, node: str) -> Path:
+        """``node``'s clock control file (clock clusters): the line libfaketime follows."""
+        return self.workdir / f"{node}.clock"
 
     def address(self, node: str) -> str:
         assert self.topo is not None
@@ -319,6 +349,9 @@ class Cluster:
                 self.resume(n)
             if not p.is_alive():
                 self.restart(n)
+        for n in self._skewed():
+            if n in self.nodes:
+                self.clock_reset(n)
 
     def leader(self, timeout: float = 10.0, among: Iterable[str] | None = None) -> str:
         """Wait for a node that leads the highest term seen and that a peer (or no peer) follows."""
@@ -495,6 +528,70 @@ class Cluster:
         self._note("node", "every node started")
         self.save()
 
+    # ------------------------------------------------------------------ clock faults
+    def clock_rate(self, node: str, rate: float) -> None:
+        """``node``'s clock runs at ``rate`` times the real one from now on (never stepping back)."""
+        rate = parse_rate(rate)
+        self._set_clock(node, lambda line, now: line.with_rate(rate, now), f"clock {node} rate {rate:g}x")
+
+    def clock_offset(self, node: str, seconds: float) -> None:
+        """``node``'s clock jumps ``seconds`` ahead (behind, when negative: its monotonic clock steps back)."""
+        seconds = check_offset(seconds)
+        self._set_clock(node, lambda line, now: line.jumped(seconds), f"clock {node} jump {format_duration(seconds)}")
+
+    def clock_reset(self, node: str) -> None:
+        """The real rate again for ``node``'s clock, from where it is: it keeps its offset instead of
+        stepping back (its next restart gives it the real time)."""
+        line = self._set_clock(node, lambda line, now: line.reset(now), None)
+        self._close_open(lambda f: f.scope is Scope.CLOCK and f.node == node)
+        self._note("heal", f"clock reset {node}: real rate, {format_duration(line.skew(time.monotonic()))} kept")
+        self.save()
+
+    def clock_state(self, node: str) -> ClockLine:
+        """``node``'s clock as the harness runs it (clock clusters)."""
+        self._clock_armed()
+        return self.clocks.get(self.check_node(node)) or ClockLine(time.monotonic())
+
+    def _clock_armed(self) -> None:
+        if not self.clock:
+            raise ClusterError("this cluster's clocks are real: start it with clock=True (raftnet up --clock) "
+                               "to skew them")
+
+    def _set_clock(self, node: str, change: Callable[[ClockLine, float], ClockLine], text: str | None) -> ClockLine:
+        self._clock_armed()
+        p = self.procs.get(self.check_node(node))
+        alive = p is not None and p.is_alive()
+        if alive and p is not None and p.is_paused():
+            raise ClusterError(f"{node} is paused: resume it first (a stopped process reads its new clock only "
+                               "when it runs again, too late to keep its clock from stepping back)")
+        now = time.monotonic()
+        line = change(self.clocks.get(node) or ClockLine(now), now)
+        lab_clock.write(self.clock_path(node), line)
+        self.clocks[node] = line
+        lag = lab_clock.wait_read(self.clock_path(node)) if alive else None
+        if text is not None:
+            self._fault(Active(Scope.CLOCK, node, text))
+        if lag is not None and lag > MARGIN:
+            self._note("note", f"{node} read its new clock {lag:.3f} s after it was written: a slower rate may "
+                       "have stepped its clock back")
+        self.save()
+        return line
+
+    def _clock_env(self, node: str, env: dict[str, str]) -> dict[str, str]:
+        """The environment of a new process of ``node`` under a clock: its control file written first."""
+        lib = lab_clock.library()
+        if lib is None:
+            raise ClusterError(lab_clock.unavailable_reason() or "libfaketime not found")
+        old = self.procs.get(node)
+        if old is not None and not old.is_alive():
+            lab_clock.forget(old.pid)
+        now = time.monotonic()
+        keep = node in self._skewed()
+        line = self.clocks[node].respawned(now, keep=keep) if node in self.clocks else ClockLine(now)
+        lab_clock.write(self.clock_path(node), line)
+        self.clocks[node] = line
+        return lab_clock.env(env, self.clock_path(node), lib)
+
     # ------------------------------------------------------------------ membership
     def _membership(self) -> None:
         if Feature.MEMBERSHIP not in self.system.features:
@@ -557,6 +654,9 @@ class Cluster:
         self.links_down.discard(node)
         self.removed.add(node)
         self.specs.pop(node, None)
+        self.clocks.pop(node, None)
+        if self.clock:
+            lab_clock.forget(p.pid)
         if self.grudge or self.loss_pct:
             self._apply_rules()
         self._fault(Active(Scope.MEMBER, node, f"remove {node}"))
@@ -609,7 +709,13 @@ class Cluster:
                 out.append(f"drop {s} -> {dst}")
         out += [f"loss {n} {p}%" for n, p in sorted(self.loss_pct.items())]
         out += [f"link down {n}" for n in sorted(self.links_down)]
+        now = time.monotonic()
+        out += [f"clock {n}: {self.clocks[n].describe(now)}" for n in self._skewed() if n in self.clocks]
         return out
+
+    def _skewed(self) -> list[str]:
+        """The nodes with a clock fault on (not reset yet)."""
+        return sorted({f.fault.node for f in self._open if f.fault.scope is Scope.CLOCK and f.fault.node is not None})
 
     # ------------------------------------------------------------------ persistence
     def save(self) -> None:
@@ -626,6 +732,7 @@ class Cluster:
             "base_dir": self.base_dir, "power": self.power, "node_env": self.node_env,
             "mntns": self.mntns.record() if self.mntns else None,
             "disks": {n: d.record() for n, d in self.disks.items()},
+            "clock": self.clock, "clocks": {n: line.to_json() for n, line in self.clocks.items()},
             "open": [[f.index, f.fault.key] for f in self._open], "events": [e.to_json() for e in self.events],
         }
         tmp = self.workdir / "state.json.tmp"
@@ -645,7 +752,7 @@ class Cluster:
         c = cls(st["n"], workdir=Path(st["workdir"]), name=st["name"],
                 node_args=st["node_args"] if raftnet else (), secret=st["secret"] if raftnet else None,
                 owner_pid=st["owner_pid"], base_dir=st.get("base_dir"), power=st.get("power", False),
-                node_env=st.get("node_env"), system=None if raftnet else system)
+                node_env=st.get("node_env"), system=None if raftnet else system, clock=st.get("clock", False))
         c.topo = Topology(st["slot"], tuple(topology.NodeId(n) for n in st["nodes"]))
         c.argv = st["argv"]
         members = tuple(c._member(n) for n in c.topo.nodes)
@@ -655,6 +762,7 @@ class Cluster:
         c.loss_pct = dict(st["loss"])
         c.links_down = set(st["links_down"])
         c.removed = set(st.get("removed", ()))
+        c.clocks = {n: ClockLine.from_json(d) for n, d in st.get("clocks", {}).items()}
         c.t0 = st["t0"]
         c.backend = firewall.Backend(st["backend"]) if st.get("backend") else None
         c.events = [EventRecord(e["time"], e["kind"], e["text"], e.get("end")) for e in st["events"]]

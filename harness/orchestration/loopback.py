@@ -24,6 +24,7 @@ from harness.systems.raftnet import RaftnetSystem
 
 HOST = "127.0.0.1"
 _NETWORK = "network faults need network namespaces (root, or rootless mode): not on 127.0.0.1"
+_CLOCK = "clock faults run in the namespace cluster (Cluster(clock=True)), not on 127.0.0.1"
 
 
 class LoopbackCluster:
@@ -239,6 +240,15 @@ class LoopbackCluster:
 
     def power_cut_all(self) -> None:
         raise ClusterError("power cuts run in the namespace cluster (powerfs disks)")
+
+    def clock_rate(self, node: str, rate: float) -> None:
+        raise ClusterError(_CLOCK)
+
+    def clock_offset(self, node: str, seconds: float) -> None:
+        raise ClusterError(_CLOCK)
+
+    def clock_reset(self, node: str) -> None:
+        raise ClusterError(_CLOCK)
 
     # ------------------------------------------------------------------ events
     def _check(self, node: str) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from harness.model.nemesis import (
+    CLOCK_SHAPES,
     KINDS,
     PARTITION_SHAPES,
     Fault,
@@ -22,8 +23,8 @@ from harness.model.nemesis import (
     unsupported,
 )
 
-__all__ = ["KINDS", "PARTITION_SHAPES", "Applied", "Fault", "Kind", "NemesisError", "Shape", "Target", "apply",
-           "parse_kinds", "ring_groups", "schedule", "undo", "unsupported"]
+__all__ = ["CLOCK_SHAPES", "KINDS", "PARTITION_SHAPES", "Applied", "Fault", "Kind", "NemesisError", "Shape",
+           "Target", "apply", "parse_kinds", "ring_groups", "schedule", "undo", "unsupported"]
 
 
 class Target(Protocol):
@@ -49,6 +50,9 @@ class Target(Protocol):
     def power_cut(self, node: str) -> None: ...
     def power_cut_all(self) -> None: ...
     def start_all(self) -> None: ...
+    def clock_rate(self, node: str, rate: float) -> None: ...
+    def clock_offset(self, node: str, seconds: float) -> None: ...
+    def clock_reset(self, node: str) -> None: ...
 
 
 @dataclass
@@ -119,6 +123,14 @@ def apply(target: Target, fault: Fault) -> Applied:
     if s == "power-cut-all":
         target.power_cut_all()
         return Applied(fault, "power cut all", [("start_all", ())])
+    if s in ("clock-fast", "clock-slow"):
+        n = pick(p["node"])
+        target.clock_rate(n, float(p["rate"]))
+        return Applied(fault, f"clock {n} rate {float(p['rate']):g}x", [("clock_reset", (n,))])
+    if s == "clock-jump":
+        n = pick(p["node"])
+        target.clock_offset(n, float(p["offset"]))
+        return Applied(fault, f"clock {n} jump {float(p['offset']):+g} s", [("clock_reset", (n,))])
     if s == "remove-add":
         n = pick("follower")
         target.remove(n)

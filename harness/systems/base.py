@@ -13,7 +13,8 @@ faults, the one-leader-per-term check and convergence by index; one that
 dumps its log gets the white-box invariants (identical committed prefixes,
 nothing applied twice, every acknowledged write in the log); one with
 membership hooks gets the membership nemesis; one whose disk survives a
-FUSE mount gets power cuts.
+FUSE mount gets power cuts; one whose clock libfaketime reaches gets clock
+faults.
 
 A Python adapter is one class: subclass ``BaseSystem`` (or
 ``CommandSystem`` when a command template is enough) and name it as
@@ -45,6 +46,7 @@ class Feature(enum.Enum):
     LOCAL_READ = "local-read"  # a node's own (possibly stale) value: replicas agree after heal
     MEMBERSHIP = "membership"  # add_member / remove_member: the membership nemesis
     POWER = "power"  # data dir on a powerfs disk (FUSE): power cuts
+    CLOCK = "clock"  # reads the clock through libc, so libfaketime can skew it: clock faults (not Go)
 
 
 # -- what the lab tells a system about a node ------------------------------------------------

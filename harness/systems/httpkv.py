@@ -16,6 +16,8 @@ Schema (every table rejects unknown fields; errors name the field, e.g. ``system
     client_port = 7000           # required
     peer_ports = [7000]          # optional (default [client_port]): the ports the faults match
     headers = { Name = "..." }   # optional: sent with every request, as written (no fields)
+    clock = true                 # optional (default false): its processes read the clock through
+                                 #   libc, so libfaketime can skew it (Feature.CLOCK; not Go programs)
 
     [system.ready]               # required: the node serves
     [system.status]              # optional: role, term, leader, commit and applied index (Feature.STATUS)
@@ -95,7 +97,7 @@ __all__ = ["Codes", "HttpKvClient", "HttpKvSystem", "Redirect", "Request", "Stat
 MAX_HOPS = 4
 _ROOT = "system"
 _TOP = ("name", "label", "command", "join_command", "env", "client_port", "peer_ports", "headers",
-        "ready", "status", "redirect", "read", "write", "cas", "delete")
+        "ready", "status", "redirect", "read", "write", "cas", "delete", "clock")
 _STATUS_WHERE = ("role", "term", "leader", "commit_index", "applied_index")
 _OP_METHOD = {"ready": "GET", "status": "GET", "read": "GET"}  # the others must say
 _OP_FIELDS = {
@@ -443,7 +445,7 @@ class HttpKvSystem(CommandSystem):
     def __init__(self, *, label: str, command: list[str], join_command: list[str] | None, env: Mapping[str, str],
                  client_port: int, peer_ports: tuple[int, ...], headers: Mapping[str, str], ready: Request,
                  status: StatusSpec | None, redirect_leader: tuple[str, ...] | None,
-                 requests: Mapping[str, Request]) -> None:
+                 requests: Mapping[str, Request], clock: bool = False) -> None:
         super().__init__(command, env=env, join_command=join_command)
         self.name = label
         self.client_port = client_port
@@ -455,7 +457,8 @@ class HttpKvSystem(CommandSystem):
         self.redirect_leader = redirect_leader  # where a redirect names the leader
         self.requests = dict(requests)
         self.ops: frozenset[str] = frozenset(requests)
-        self.features = frozenset({Feature.STATUS} if status is not None else ())
+        self.features = frozenset({Feature.STATUS} if status is not None else ()) | (
+            {Feature.CLOCK} if clock else set())
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], *, base_dir: Path) -> HttpKvSystem:
@@ -499,6 +502,9 @@ class HttpKvSystem(CommandSystem):
                     raise _fail(f"{rw}.{k}", "required field missing")
             codes = Codes.parse(redirect_t["status"], f"{rw}.status")
             leader = _where_path(redirect_t["leader"], f"{rw}.leader")
+        clock = table.get("clock", False)
+        if not isinstance(clock, bool):
+            raise _fail(f"{w}.clock", "expected true or false")
         requests: dict[str, Request] = {}
         for f in ("read", "write", "cas", "delete"):
             t = _sub_table(table, f, w, required=f in ("read", "write"))
@@ -506,7 +512,7 @@ class HttpKvSystem(CommandSystem):
                 requests[f] = _request(t, f, f"{w}.{f}", codes)
         return cls(label=label, command=command, join_command=join, env=env, client_port=client_port,
                    peer_ports=peer_ports, headers=headers, ready=ready, status=status, redirect_leader=leader,
-                   requests=requests)
+                   requests=requests, clock=clock)
 
     # -- the lab's questions ------------------------------------------------------------------
 

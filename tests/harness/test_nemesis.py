@@ -95,6 +95,8 @@ def test_parameters_name_real_nodes(seed: int) -> None:
             assert p["node"] in NODES5
         elif f.shape == "remove-add":
             assert p == {"node": "follower"}
+        elif f.shape in nemesis.CLOCK_SHAPES:
+            assert p["node"] in (*NODES5, "leader")
         else:
             assert f.shape in ("isolate-leader", "majority-ring", "kill-leader", "pause-leader", "power-cut-leader",
                                "power-cut-all") and p == {}
@@ -210,6 +212,12 @@ def test_apply_and_undo_every_shape() -> None:
         (Fault(1, 3, Kind("power"), Shape("power-cut-leader")), [("power_cut", ("n1",))], "restart n1"),
         (Fault(1, 3, Kind("power"), Shape("power-cut"), {"node": "n3"}), [("power_cut", ("n3",))], "restart n3"),
         (Fault(1, 3, Kind("power"), Shape("power-cut-all")), [("power_cut_all", ())], "start_all"),
+        (Fault(1, 3, Kind("clock"), Shape("clock-fast"), {"node": "n2", "rate": 3.0}), [("clock_rate", ("n2", 3.0))],
+         "clock_reset n2"),
+        (Fault(1, 3, Kind("clock"), Shape("clock-slow"), {"node": "leader", "rate": 0.5}),
+         [("clock_rate", ("n1", 0.5))], "clock_reset n1"),
+        (Fault(1, 3, Kind("clock"), Shape("clock-jump"), {"node": "n4", "offset": -0.5}),
+         [("clock_offset", ("n4", -0.5))], "clock_reset n4"),
     ]
     for fault, started, ended in cases:
         t = FakeCluster()
@@ -266,3 +274,43 @@ def test_unknown_shape_cannot_be_made() -> None:
         Shape("weird")  # faults are typed: a planned fault names one of the shapes the interpreter knows
     with pytest.raises(NemesisError, match="weird"):
         nemesis.parse_kinds("partition,weird")
+
+
+# -- clock ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_clock_plans_skew_one_node(seed: int) -> None:
+    plan = nemesis.schedule(seed, 200, ("clock",), NODES5)
+    assert plan and {f.kind for f in plan} == {"clock"}
+    for f in plan:
+        p = f.params
+        assert f.shape in nemesis.CLOCK_SHAPES, f
+        if f.shape == "clock-fast":
+            assert p["node"] in NODES5 and p["rate"] > 1
+        elif f.shape == "clock-slow":
+            assert p["node"] in (*NODES5, "leader") and 0 < p["rate"] < 1
+        else:
+            assert p["node"] in NODES5 and p["offset"] != 0
+
+
+def test_clock_plans_have_every_shape_and_value() -> None:
+    plan = nemesis.schedule(5, 3000, ("clock",), NODES5)
+    assert {f.shape for f in plan} == set(nemesis.CLOCK_SHAPES)
+    assert {f.params["rate"] for f in plan if f.shape != "clock-jump"} == {0.2, 0.5, 2.0, 3.0, 5.0}
+    assert {f.params["offset"] for f in plan if f.shape == "clock-jump"} == {-0.5, 2.0, 10.0}
+    assert {f.params["node"] for f in plan if f.shape == "clock-slow"} >= {"leader"}
+
+
+def test_clock_in_all() -> None:
+    assert "clock" in nemesis.parse_kinds("all")
+    assert nemesis.parse_kinds("clock") == ("clock",)
+
+
+def test_clock_left_out_for_a_system_libfaketime_cannot_reach() -> None:
+    from harness.systems import by_name
+
+    etcd = by_name("etcd")
+    why = nemesis.unsupported(etcd, KINDS)["clock"]
+    assert "etcd" in why and "libfaketime" in why and "\n" not in why
+    assert "clock" not in nemesis.unsupported(by_name("raftnet"), KINDS)

@@ -16,7 +16,7 @@ def test_provision_script_is_valid_bash() -> None:
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby not installed (sudo make setup installs it)")
+@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby not installed (sudo make setup-dev installs it)")
 def test_vagrantfile_is_valid_ruby() -> None:
     r = subprocess.run(["ruby", "-c", str(VAGRANT / "Vagrantfile")], capture_output=True, text=True)
     assert r.returncode == 0 and "Syntax OK" in r.stdout, r.stderr

@@ -288,3 +288,35 @@ def test_cli_power_cut_one_node_and_all(cli: Cli) -> None:
     assert "unknown node" in one_line_error(cli("power-cut", "n9"))
     down_leaves_nothing(cli, slot, holder)
     assert powerfs_processes(cli.home) == []
+
+
+def test_cli_clock_rate_offset_reset(cli: Cli) -> None:
+    from harness.lab import clock as lab_clock
+
+    if reason := lab_clock.unavailable_reason():
+        pytest.skip(reason)
+    r = cli("clock", "n2", "--rate", "2")  # no cluster yet
+    assert "no such cluster" in one_line_error(r)
+    assert "is up" in cli.ok("up", "--nodes", "3", "--clock", timeout=240)
+    slot, holder = slot_of(cli.status()), int((cli.workdir / "holder.pid").read_text())
+    out = cli.ok("clock", "n2", "--rate", "3")
+    assert "clock: done" in out and any(f.startswith("clock n2: rate 3x") for f in cli.faults())
+    assert (cli.workdir / "n2.clock").read_text().strip().endswith("x3.000000")
+    cli.ok("clock", "n3", "--offset", "-200ms")  # a negative value after --offset, as people type it
+    assert any(f.startswith("clock n3: real rate, -0.200 s") for f in cli.faults()), cli.faults()
+    assert cli.ok("clock", "n2").startswith("n2: rate 3x, +")
+    r = cli("clock", "n2", "--rate", "0")
+    assert r.returncode == 2 and "between" in one_line_error(r)
+    assert "unknown node" in one_line_error(cli("clock", "n9", "--rate", "2"))
+    cli.ok("clock", "n2", "reset")
+    cli.ok("clock", "n3", "reset")
+    assert not any(f.startswith("clock") for f in cli.faults())
+    assert cli.ok("clock", "n2").startswith("n2: real rate, +")  # it kept what it gained at 3x
+    assert all(n["alive"] for n in cli.status()["nodes"])
+    down_leaves_nothing(cli, slot, holder)
+
+
+def test_cli_clock_needs_an_up_clock_cluster(cli: Cli) -> None:
+    slot, holder = up(cli)
+    assert "up --clock" in one_line_error(cli("clock", "n2", "--rate", "2"))
+    down_leaves_nothing(cli, slot, holder)

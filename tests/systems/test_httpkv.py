@@ -70,7 +70,7 @@ DELETE = object()
 def test_the_example_loads_with_every_operation_and_status() -> None:
     s = load(example_table())
     assert s.ops == {"read", "write", "cas", "delete"}
-    assert s.features == {Feature.STATUS}
+    assert s.features == {Feature.STATUS, Feature.CLOCK}  # clock = true: a Python process, libfaketime reaches it
     assert (s.name, s.client_port, s.peer_ports) == ("raftnet", 7000, (7000,))
 
 
@@ -106,6 +106,7 @@ async def _call_unsupported(s: HttpKvSystem) -> None:
     ("write.fail", [True], "system.write.fail: True is neither a status code"),
     ("read.absent", [404, 404.0], "system.read.absent: 404.0 is neither"),
     ("client_port", "8000", "system.client_port: expected a port number"),
+    ("clock", "yes", "system.clock: expected true or false"),
     ("peer_ports", 8001, "system.peer_ports: expected a non-empty list"),
     ("peer_ports", [8001, 0], "system.peer_ports: expected a port number"),
     ("env", {"A": 1}, "system.env: expected a table of strings"),
