@@ -48,6 +48,21 @@ def _nodes(text: str) -> list[str]:
     return [n for n in (p.strip() for p in text.split(",")) if n]
 
 
+def _duration(text: str) -> int:
+    from harness.model.slow import ShapingError, parse_duration
+
+    try:
+        return parse_duration(text)
+    except ShapingError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _percent(text: str) -> int:
+    if not text.strip().isdigit() or int(text) > 100:
+        raise argparse.ArgumentTypeError(f"bad percent {text!r}: expected an integer 0..100")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Run a raftnet cluster in network namespaces and break it.")
     p.add_argument("--name", default="default", help="cluster name (default: default)")
@@ -79,6 +94,15 @@ def parser() -> argparse.ArgumentParser:
     loss = sub.add_parser("loss", help="drop PERCENT%% of NODE's packets to and from peers")
     loss.add_argument("node")
     loss.add_argument("percent", type=int)
+    sl = sub.add_parser("slow", help="delay NODE's packets to and from peers: slow n2 100ms [--jitter 20ms]")
+    sl.add_argument("node")
+    sl.add_argument("delay", type=_duration, help="e.g. 100ms or 1.5s")
+    sl.add_argument("--jitter", type=_duration, default=0, help="each packet waits DELAY ± JITTER (default 0ms)")
+    for name, help_ in (("duplicate", "send PERCENT%% of NODE's packets to and from peers twice"),
+                        ("reorder", "send PERCENT%% of NODE's packets to and from peers ahead of the others")):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("node")
+        sp.add_argument("percent", type=_percent)
     sub.add_parser("heal", help="remove every network fault")
     add = sub.add_parser("add", help="add a node through the leader")
     add.add_argument("--id")
@@ -282,11 +306,14 @@ def cmd_status(a: argparse.Namespace) -> int:
     c = _attach(a.name)
     rows = _status_rows(c)
     if a.json:
-        print(json.dumps({"name": a.name, "nodes": rows, "faults": c.faults()}))
+        print(json.dumps({"name": a.name, "nodes": rows, "faults": c.faults(),
+                          "slow_mechanism": c.slow_mechanism.value if c.slow_mechanism else None}))
     else:
         print(_table(rows, ["id", "address", "pid", "alive", "paused", "role", "term", "leader_id",
                             "commit_index", "last_applied", "link"]))
         print("faults: " + ("; ".join(c.faults()) or "none"))
+        slow = c.slow_mechanism or f"unavailable ({c.slow_unavailable or 'not probed'})"
+        print(f"slow networks: {slow}")
     return 0
 
 
@@ -294,6 +321,8 @@ def _act(a: argparse.Namespace) -> int:
     from harness.lab.firewall import FirewallError
     from harness.orchestration.cluster import ClusterError
 
+    if a.cmd == "slow" and a.jitter > a.delay:
+        raise CliError(f"--jitter {a.jitter}ms exceeds the delay {a.delay}ms", 2)
     _need_root()
     c = _attach(a.name)
     try:
@@ -307,6 +336,12 @@ def _act(a: argparse.Namespace) -> int:
             c.cut(a.src, a.dst)
         elif a.cmd == "loss":
             c.loss(a.node, a.percent)
+        elif a.cmd == "slow":
+            c.slow(a.node, a.delay, a.jitter)
+        elif a.cmd == "duplicate":
+            c.duplicate(a.node, a.percent)
+        elif a.cmd == "reorder":
+            c.reorder(a.node, a.percent)
         elif a.cmd == "heal":
             c.heal()
         elif a.cmd == "link-down":
@@ -340,7 +375,7 @@ def _act(a: argparse.Namespace) -> int:
 
 def _detach(c: Cluster) -> None:
     """Leave the cluster's processes running after this command exits (nodes, disks, mount holder)."""
-    for p in c.procs.values():
+    for p in [*c.procs.values(), *c.shapers.values()]:
         p.detach()
     for d in c.disks.values():
         if d.proc is not None:

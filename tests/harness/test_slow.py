@@ -2,8 +2,8 @@
 of mechanism (harness/model/slow.py), the userspace plan of each packet,
 the nfnetlink_queue wire format and the handler's bookkeeping against a
 fake queue and clock (harness/lab/nfqueue.py), the rendered iptables rules
-and the netem calls (harness/lab/slownet.py). Nothing here touches the
-kernel."""
+and the netem calls (harness/lab/slownet.py), and the CLI's three commands.
+Nothing here touches the kernel."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from harness import __main__ as cli
 from harness.lab import nfqueue, slownet
 from harness.lab.nfqueue import Handler, Packet, QueueError
 from harness.model.slow import (
@@ -399,3 +400,32 @@ def test_handler_argv() -> None:
     argv = slownet.handler_argv(Shaping(100, 20, 5, 10), seed=9)
     assert argv[1:] == ["-m", "harness.lab.nfqueue", "--queue", "213", "--mark", "0x2130001", "--delay-ms", "100",
                         "--jitter-ms", "20", "--duplicate", "5", "--reorder", "10", "--seed", "9"]
+
+
+# -- the CLI -----------------------------------------------------------------------------------------
+
+
+def test_cli_parses_the_three_commands() -> None:
+    a = cli.parser().parse_args(["slow", "n2", "100ms", "--jitter", "20ms"])
+    assert (a.cmd, a.node, a.delay, a.jitter) == ("slow", "n2", 100, 20)
+    assert cli.parser().parse_args(["slow", "n2", "1.5s"]).jitter == 0
+    a = cli.parser().parse_args(["duplicate", "n2", "5"])
+    assert (a.cmd, a.node, a.percent) == ("duplicate", "n2", 5)
+    assert cli.parser().parse_args(["reorder", "n3", "100"]).percent == 100
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["slow", "n2", "100"], "expected a number with ms or s"), (["slow", "n2"], "required: delay"),
+    (["slow", "n2", "fast"], "bad duration 'fast'"), (["slow", "n2", "100ms", "--jitter", "x"], "bad duration 'x'"),
+    (["slow", "n2", "20s"], "0..10000"), (["duplicate", "n2", "101"], "0..100"), (["reorder", "n2", "-1"], "0..100"),
+    (["duplicate", "n2"], "required: percent"), (["reorder", "n2", "ten"], "bad percent 'ten'"),
+    (["slow", "n2", "10ms", "--jitter", "20ms"], "--jitter 20ms exceeds the delay 10ms"),
+])
+def test_cli_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Any, argv: list[str], says: str) -> None:
+    monkeypatch.setenv("RAFTNET_HOME", str(tmp_path))
+    monkeypatch.setattr(cli.os, "geteuid", lambda: 0)  # the checks come before anything needs root
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and len(lines) == 1 and lines[0].startswith("raftnet: ") and says in lines[0], err

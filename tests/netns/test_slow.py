@@ -15,8 +15,13 @@ This kernel has no netem, so here the mechanism is the netfilter queue
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -26,11 +31,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.lab import alloc, netns, process, slownet
+from harness.lab import alloc, cleanup, netns, process, slownet
 from harness.lab.process import NodeProcess
 from harness.model import topology
 from harness.model.slow import Mechanism, Shaping
 from harness.model.topology import Topology
+from harness.orchestration.cluster import Cluster, ClusterError
+from tests.netns.conftest import Lab
+from tests.netns.test_cli import Cli, cli, one_line_error, slot_of  # noqa: F401 (cli: the fixture)
 
 pytestmark = pytest.mark.netns
 
@@ -344,3 +352,171 @@ def test_clear_leaves_nothing_and_the_handler_sends_what_it_held(pair: Pair) -> 
     nothing_left(pair, "n2", h)
     assert pair.median_rtt("n1", "n2") < 20
     assert h.log_path is not None and "stopped: packets=50 sent=50" in h.log_path.read_text()
+
+
+# -- through the Cluster, the state file and a real raftnet cluster --------------------------------------
+
+
+def put_ms(c: Cluster, leader: str, key: str, count: int = 15) -> float:
+    out = []
+    for i in range(count):
+        t = time.perf_counter()
+        r = c.http(leader, "PUT", f"/v1/kv/{key}", {"value": str(i)}, timeout=10)
+        assert r.status == 200, r
+        out.append((time.perf_counter() - t) * 1000)
+    return statistics.median(out)
+
+
+@pytest.mark.slow
+def test_slow_followers_slow_the_commits_and_heal_from_another_shell_ends_it(cluster: Lab) -> None:
+    c = cluster(3)
+    ld = c.leader()
+    followers = [n for n in c.nodes if n != ld]
+    assert c.slow_mechanism is not None
+    fast = put_ms(c, ld, "a")
+    assert fast < 60, fast
+    for f in followers:
+        c.slow(f, 150, 10)
+    # a commit needs a follower's answer, which now waits 150 ± 10 ms (twice when the answer to the last
+    # heartbeat still holds the connection the append goes on)
+    slow = put_ms(c, c.leader(), "a")
+    assert 140 <= slow - fast <= 400, (fast, slow)
+    c.duplicate(followers[0], 10)
+    c.reorder(followers[1], 10)
+    assert set(c.faults()) == {f"slow {followers[0]} 150ms jitter 10ms", f"slow {followers[1]} 150ms jitter 10ms",
+                               f"duplicate {followers[0]} 10%", f"reorder {followers[1]} 10%"}
+    assert set(c.shapers) == set(followers) and all(p.is_alive() for p in c.shapers.values())
+    assert c.http(c.leader(), "PUT", "/v1/kv/b", {"value": "through it all"}, timeout=10).status == 200
+    events = [e.text for e in c.events if e.kind == "fault"]
+    assert f"slow {followers[0]} 150ms jitter 10ms ({c.slow_mechanism})" in events
+
+    other = Cluster.attach(c.workdir)  # `raftnet heal` from another shell
+    assert other.shaping == c.shaping and other.slow_mechanism is c.slow_mechanism
+    assert {n: p.pid for n, p in other.shapers.items()} == {n: p.pid for n, p in c.shapers.items()}
+    other.heal()
+    assert other.faults() == [] and other.shapers == {}
+    assert all(not p.is_alive() for p in c.shapers.values())
+    for p in c.shapers.values():
+        p.wait(5)  # ours to reap
+    assert c.topo is not None
+    for n in c.nodes:
+        assert slownet.installed(c.topo, n).empty
+        assert {p for p in netns.netns_pids([c.topo.netns(n)])[c.topo.netns(n)]} == {c.procs[n].pid}
+    assert put_ms(c, other.leader(), "a") < 60
+    ended = [e for e in other.events if e.kind == "fault" and e.text.startswith("slow")]
+    assert ended and all(e.end is not None for e in ended)
+
+
+@pytest.mark.slow
+def test_bad_values_and_unknown_nodes_change_nothing(cluster: Lab) -> None:
+    c = cluster(3)
+    for call in (lambda: c.slow("n2", 10, 20), lambda: c.duplicate("n2", 101), lambda: c.reorder("n2", -1),
+                 lambda: c.slow("n2", 20_000)):
+        with pytest.raises(ValueError):
+            call()
+    with pytest.raises(ClusterError, match="unknown node 'n9'"):
+        c.slow("n9", 100)
+    assert c.faults() == [] and c.shapers == {}
+    assert c.topo is not None and all(slownet.installed(c.topo, n).empty for n in c.nodes)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.slow
+def test_destroy_kills_the_handlers(tmp_path: Path) -> None:
+    c = Cluster(2, workdir=tmp_path / "c", name=f"slow-destroy-{os.getpid()}")
+    try:
+        c.start()
+        c.slow("n1", 50)
+        (h,) = c.shapers.values()
+    finally:
+        c.destroy()
+    assert gone(h.pid)
+
+
+OWNER = r"""
+import json, sys, time
+from pathlib import Path
+from harness.orchestration.cluster import Cluster
+c = Cluster(2, workdir=Path(sys.argv[1]), name=sys.argv[2]).start()
+c.slow("n2", 100)
+c.duplicate("n1", 5)
+print(json.dumps({"slot": c.topo.slot, "handlers": [p.pid for p in c.shapers.values()]}), flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.mark.slow
+def test_clean_finds_the_handlers_of_a_crashed_run(tmp_path: Path) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path / "c"), f"slow-crash-{os.getpid()}"],
+                             cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert owner.stdout is not None
+        info = json.loads(owner.stdout.readline())
+        slot, handlers = info["slot"], info["handlers"]
+        assert len(handlers) == 2
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(30)
+        assert all(not gone(p) for p in handlers)  # what a crash leaves: handlers nobody owns
+        cleanup.clean(sweep_orphans=False)
+        deadline = time.monotonic() + 10
+        while not all(gone(p) for p in handlers):
+            assert time.monotonic() < deadline, handlers
+            time.sleep(0.05)
+        assert netns.slot_netns(slot) == [] and alloc.allocation(slot) is None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            owner.kill()
+        owner.wait(30)
+        if owner.stdout is not None:
+            owner.stdout.close()
+        cleanup.clean(sweep_orphans=False)
+
+
+@pytest.mark.skipif(os.environ.get("RAFTNET_SLOW") == "netem", reason="netem forced")
+def test_forcing_netem_where_the_kernel_lacks_it_says_so(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    if slownet.probe_netem(pair.topo.netns("n1")):
+        pytest.skip("this kernel has netem")
+    monkeypatch.setenv("RAFTNET_SLOW", "netem")
+    with pytest.raises(ValueError, match="netem requested"):
+        slownet.choose(pair.topo.netns("n1"))
+
+
+# -- the CLI ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_slow_duplicate_reorder_status_and_heal(cli: Cli) -> None:  # noqa: F811 (the fixture)
+    cli.ok("up", "--nodes", "3")
+    assert "slow n2 100ms jitter 20ms" in cli.ok("slow", "n2", "100ms", "--jitter", "20ms")
+    cli.ok("duplicate", "n2", "5")
+    cli.ok("reorder", "n3", "10")
+    doc = cli.status()
+    assert set(doc["faults"]) == {"slow n2 100ms jitter 20ms", "duplicate n2 5%", "reorder n3 10%"}
+    mechanism = doc["slow_mechanism"]
+    assert mechanism in ("netem", "nfqueue")
+    assert f"slow networks: {mechanism}\n" in cli.ok("status")
+    state = json.loads((cli.workdir / "state.json").read_text())["slow"]
+    handlers = [r["pid"] for r in state["handlers"].values()]
+    assert len(handlers) == (2 if mechanism == "nfqueue" else 0) and not any(gone(p) for p in handlers)
+    # bad input: one line, nothing changed
+    assert "unknown node 'n9'" in one_line_error(cli("slow", "n9", "10ms"))
+    r = cli("slow", "n2", "10ms", "--jitter", "20ms")
+    assert r.returncode == 2 and "exceeds the delay" in one_line_error(r)
+    r = cli("duplicate", "n2", "150")
+    assert r.returncode == 2 and "0..100" in one_line_error(r)
+    assert len(cli.faults()) == 3
+    cli.ok("heal")
+    assert cli.faults() == set()
+    deadline = time.monotonic() + 10
+    while not all(gone(p) for p in handlers):
+        assert time.monotonic() < deadline, handlers
+        time.sleep(0.05)
+    slot = slot_of(doc)
+    for n in ("n1", "n2", "n3"):
+        assert slownet.installed(Topology(slot, topology.node_ids(3)), n).empty
