@@ -26,6 +26,7 @@ class Kind(enum.StrEnum):
     LOSS = "loss"
     MEMBERSHIP = "membership"
     POWER = "power"  # SIGKILL plus the loss of every unsynced write (harness/lab/powerfs.py); power=True
+    SLOW = "slow"  # a node's peer traffic delayed with jitter, duplicated or reordered (harness/lab/slownet.py)
 
 
 class Shape(enum.StrEnum):
@@ -43,10 +44,14 @@ class Shape(enum.StrEnum):
     POWER_CUT = "power-cut"
     POWER_CUT_LEADER = "power-cut-leader"
     POWER_CUT_ALL = "power-cut-all"
+    SLOW = "slow"
+    DUPLICATE = "duplicate"
+    REORDER = "reorder"
 
 
 KINDS: tuple[Kind, ...] = tuple(Kind)
 PARTITION_SHAPES = (Shape.HALVES, Shape.ISOLATE_LEADER, Shape.MAJORITY_RING, Shape.BRIDGE, Shape.ONE_WAY)
+SLOW_SHAPES = (Shape.SLOW, Shape.DUPLICATE, Shape.REORDER)
 
 
 class NemesisError(HarnessError, ValueError):
@@ -157,6 +162,15 @@ def _plan(rng: random.Random, kind: str, nodes: list[str]) -> tuple[str, dict[st
         if r < 0.4:
             return "power-cut-all", {}
         return ("power-cut-leader", {}) if r < 0.7 else ("power-cut", {"node": rng.choice(nodes)})
+    if kind == "slow":  # half the time the leader, whose heartbeats and appends then lag
+        node = "leader" if rng.random() < 0.5 else rng.choice(nodes)
+        shape = rng.choice(SLOW_SHAPES)
+        if shape == "slow":
+            delay = rng.choice((50, 100, 200))
+            return shape, {"node": node, "delay_ms": delay, "jitter_ms": delay * rng.choice((0, 1, 2)) // 10}
+        if shape == "duplicate":
+            return shape, {"node": node, "percent": rng.choice((5, 10, 20))}
+        return shape, {"node": node, "percent": rng.choice((10, 25, 50))}
     raise NemesisError(kind)
 
 

@@ -95,6 +95,8 @@ def test_parameters_name_real_nodes(seed: int) -> None:
             assert p["node"] in NODES5
         elif f.shape == "remove-add":
             assert p == {"node": "follower"}
+        elif f.shape in ("slow", "duplicate", "reorder"):
+            assert p["node"] in (*NODES5, "leader")
         else:
             assert f.shape in ("isolate-leader", "majority-ring", "kill-leader", "pause-leader", "power-cut-leader",
                                "power-cut-all") and p == {}

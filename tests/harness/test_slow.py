@@ -2,8 +2,8 @@
 of mechanism (harness/model/slow.py), the userspace plan of each packet,
 the nfnetlink_queue wire format and the handler's bookkeeping against a
 fake queue and clock (harness/lab/nfqueue.py), the rendered iptables rules
-and the netem calls (harness/lab/slownet.py), and the CLI's three commands.
-Nothing here touches the kernel."""
+and the netem calls (harness/lab/slownet.py), the CLI's three commands and
+the nemesis kind. Nothing here touches the kernel."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ from harness.model.slow import (
     choose,
     parse_duration,
 )
+from harness.orchestration import nemesis
+from harness.orchestration.nemesis import SLOW_SHAPES, Fault, Kind, Shape
 
 # -- durations and shapings ----------------------------------------------------------------
 
@@ -429,3 +431,59 @@ def test_cli_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str],
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert out == "" and len(lines) == 1 and lines[0].startswith("raftnet: ") and says in lines[0], err
+
+
+# -- the nemesis kind --------------------------------------------------------------------------------
+
+NODES5 = [f"n{i}" for i in range(1, 6)]
+
+
+def test_slow_is_a_kind_of_all() -> None:
+    assert "slow" in nemesis.parse_kinds("all") and nemesis.parse_kinds("slow") == ("slow",)
+
+
+def test_slow_plans_have_every_shape_and_name_nodes_or_the_leader() -> None:
+    plan = nemesis.schedule(3, 3000, ("slow",), NODES5)
+    assert {f.shape for f in plan} == set(SLOW_SHAPES)
+    assert {f.params["node"] for f in plan} == {*NODES5, "leader"}
+    for f in plan:
+        if f.shape == "slow":
+            assert f.params["delay_ms"] in (50, 100, 200) and 0 <= f.params["jitter_ms"] <= f.params["delay_ms"] // 5
+            Shaping(f.params["delay_ms"], f.params["jitter_ms"])
+        else:
+            assert 0 < f.params["percent"] <= 50
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def members(self) -> list[str]:
+        return list(NODES5)
+
+    knows_leader = True
+
+    def leader(self, timeout: float = 10.0) -> str:
+        return "n4"
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: self.calls.append((name, args))
+
+
+@pytest.mark.parametrize(("fault", "call", "text"), [
+    (Fault(1, 3, Kind.SLOW, Shape.SLOW, {"node": "leader", "delay_ms": 100, "jitter_ms": 20}),
+     ("slow", ("n4", 100, 20)), "slow n4 100ms jitter 20ms"),
+    (Fault(1, 3, Kind.SLOW, Shape.SLOW, {"node": "n2", "delay_ms": 50, "jitter_ms": 0}),
+     ("slow", ("n2", 50, 0)), "slow n2 50ms"),
+    (Fault(1, 3, Kind.SLOW, Shape.DUPLICATE, {"node": "n3", "percent": 10}), ("duplicate", ("n3", 10)),
+     "duplicate n3 10%"),
+    (Fault(1, 3, Kind.SLOW, Shape.REORDER, {"node": "leader", "percent": 25}), ("reorder", ("n4", 25)),
+     "reorder n4 25%"),
+])
+def test_apply_and_undo_slow_shapes(fault: Fault, call: tuple[str, tuple[Any, ...]], text: str) -> None:
+    t = Recorder()
+    applied = nemesis.apply(t, fault)
+    assert t.calls == [call] and applied.text == text
+    t.calls.clear()
+    assert nemesis.undo(t, applied) == "heal"
+    assert t.calls == [("heal", ())]
