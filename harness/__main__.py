@@ -311,9 +311,9 @@ def cmd_status(a: argparse.Namespace) -> int:
     else:
         print(_table(rows, ["id", "address", "pid", "alive", "paused", "role", "term", "leader_id",
                             "commit_index", "last_applied", "link"]))
-        print("faults: " + ("; ".join(c.faults()) or "none"))
         slow = c.slow_mechanism or f"unavailable ({c.slow_unavailable or 'not probed'})"
         print(f"slow networks: {slow}")
+        print("faults: " + ("; ".join(c.faults()) or "none"))
     return 0
 
 
