@@ -127,6 +127,7 @@ class Cluster:
         self.shapers: dict[str, NodeProcess] = {}  # their nfqueue handlers
         self.slow_mechanism: Mechanism | None = None
         self.slow_unavailable: str | None = None  # why no slow-network fault can run here
+        self._released = False  # destroy() gave the slot back
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Cluster:
@@ -139,6 +140,7 @@ class Cluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         a = alloc.allocate(self.name, self.owner_pid, topology.node_ids(self.n), base_dir=self.base_dir)
         self.topo = Topology.of(a.slot, self.n)
+        self._released = False
         try:
             self.backend = firewall.detect_backend()
             netns.create_cluster_net(self.topo)
@@ -196,9 +198,12 @@ class Cluster:
                 self.mntns.kill()  # the last process in the namespace: its mounts go with it
             except Exception:
                 pass
-        if self.topo is not None:
+        if self.topo is not None and not self._released:
             netns.destroy_cluster_net(self.topo)
             alloc.release(self.topo.slot, base_dir=self.base_dir)
+            # Once released the slot may be another cluster's (a parallel test's): a second
+            # destroy must not tear its namespaces down.
+            self._released = True
         self._close_open(None)
         self.save_events()
 
