@@ -146,7 +146,7 @@ class Cluster:
             netns.create_cluster_net(self.topo)
             try:
                 self._choose_slow()
-            except ClusterError:
+            except (ClusterError, OSError):
                 pass  # kept in slow_unavailable: status says it, and a slow fault raises it
             if self.power:
                 self.mntns = MountNamespace.start(self.topo.switch_netns, self.workdir / "mountns.log")
