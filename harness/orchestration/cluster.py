@@ -14,11 +14,12 @@ node and installs them atomically per node, verified by reading them back
 (harness/lab/firewall.py). Node-to-node traffic only: the harness reaches every
 node through the control path, which only ``link_down`` cuts.
 
-Slow networks (``slow``, ``duplicate``, ``reorder``) act on what a node sends
-to its peers' and from its own peer ports (harness/lab/slownet.py), through
-tc netem where the kernel has it, else through a netfilter queue and a
-userspace handler process inside the node's namespace; the mechanism is
-probed when the cluster starts (``slow_mechanism``). ``heal()`` ends them too.
+Slow networks (``slow``, ``duplicate``, ``reorder``) act on the packets a
+node sends to its peers (to their peer port, or from its own; see
+harness/lab/slownet.py), through tc netem where the kernel has it, else
+through a netfilter queue and a userspace handler process inside the node's
+namespace; the mechanism is probed when the cluster starts
+(``slow_mechanism``). ``heal()`` ends them too.
 
 With ``power=True`` each node's data dir is its own powerfs mount (a disk
 that keeps unsynced writes in the daemon's memory, harness/lab/powerfs.py),
