@@ -87,6 +87,21 @@ read the clock without libc: libfaketime cannot reach them.
 """
 
 
+def _duration(text: str) -> int:
+    from harness.model.slow import ShapingError, parse_duration
+
+    try:
+        return parse_duration(text)
+    except ShapingError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _percent(text: str) -> int:
+    if not text.strip().isdigit() or int(text) > 100:
+        raise argparse.ArgumentTypeError(f"bad percent {text!r}: expected an integer 0..100")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     from node.version import version
 
@@ -143,6 +158,16 @@ def parser() -> argparse.ArgumentParser:
                      "(default: 1, real time)")
     how.add_argument("--offset", type=_clock_offset, metavar="DURATION",
                      help="jump the clock by a duration with a unit: 5s, 1.5s, -200ms (back), 2m (default: 0)")
+    sl = sub.add_parser("slow", help="delay NODE's packets to its peers: slow n2 100ms [--jitter 20ms]")
+    sl.add_argument("node", help="a node id")
+    sl.add_argument("delay", type=_duration, help="added to every packet NODE sends a peer, with a unit: 100ms, 1.5s")
+    sl.add_argument("--jitter", type=_duration, default=0, metavar="DURATION",
+                    help="each packet waits DELAY ± JITTER, with a unit (default: 0ms)")
+    for name, help_ in (("duplicate", "send PERCENT%% of NODE's packets to its peers twice"),
+                        ("reorder", "send PERCENT%% of NODE's packets to its peers ahead of the others")):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("node", help="a node id")
+        sp.add_argument("percent", type=_percent, help="0-100, in percent of packets")
     sub.add_parser("heal", help="remove every network fault")
     add = sub.add_parser("add", help="add a node through the leader")
     add.add_argument("--id", help="the new node's id (default: the next free one, e.g. n4)")
@@ -392,10 +417,13 @@ def cmd_status(a: argparse.Namespace) -> int:
     c = _attach(a.name)
     rows = _status_rows(c)
     if a.json:
-        print(json.dumps({"name": a.name, "nodes": rows, "faults": c.faults()}))
+        print(json.dumps({"name": a.name, "nodes": rows, "faults": c.faults(),
+                          "slow_mechanism": c.slow_mechanism.value if c.slow_mechanism else None}))
     else:
         print(_table(rows, ["id", "address", "pid", "alive", "paused", "role", "term", "leader_id",
                             "commit_index", "last_applied", "link"]))
+        slow = c.slow_mechanism or f"unavailable ({c.slow_unavailable or 'not probed'})"
+        print(f"slow networks: {slow}")
         print("faults: " + ("; ".join(c.faults()) or "none"))
     return 0
 
@@ -404,6 +432,8 @@ def _act(a: argparse.Namespace) -> int:
     from harness.lab.firewall import FirewallError
     from harness.orchestration.cluster import ClusterError
 
+    if a.cmd == "slow" and a.jitter > a.delay:
+        raise CliError(f"--jitter {a.jitter}ms exceeds the delay {a.delay}ms", 2)
     _need_root()
     c = _attach(a.name)
     try:
@@ -417,6 +447,12 @@ def _act(a: argparse.Namespace) -> int:
             c.cut(a.src, a.dst)
         elif a.cmd == "loss":
             c.loss(a.node, a.percent)
+        elif a.cmd == "slow":
+            c.slow(a.node, a.delay, a.jitter)
+        elif a.cmd == "duplicate":
+            c.duplicate(a.node, a.percent)
+        elif a.cmd == "reorder":
+            c.reorder(a.node, a.percent)
         elif a.cmd == "heal":
             c.heal()
         elif a.cmd == "link-down":
@@ -471,7 +507,7 @@ def _clock(c: Cluster, a: argparse.Namespace) -> bool:
 
 def _detach(c: Cluster) -> None:
     """Leave the cluster's processes running after this command exits (nodes, disks, mount holder)."""
-    for p in c.procs.values():
+    for p in [*c.procs.values(), *c.shapers.values()]:
         p.detach()
     for d in c.disks.values():
         if d.proc is not None:

@@ -27,6 +27,7 @@ class Kind(enum.StrEnum):
     MEMBERSHIP = "membership"
     POWER = "power"  # SIGKILL plus the loss of every unsynced write (harness/lab/powerfs.py); power=True
     CLOCK = "clock"  # a node's clock fast, slow or jumping (libfaketime, harness/lab/clock.py); clock=True
+    SLOW = "slow"  # a node's peer traffic delayed with jitter, duplicated or reordered (harness/lab/slownet.py)
 
 
 class Shape(enum.StrEnum):
@@ -47,6 +48,9 @@ class Shape(enum.StrEnum):
     CLOCK_FAST = "clock-fast"
     CLOCK_SLOW = "clock-slow"
     CLOCK_JUMP = "clock-jump"
+    SLOW = "slow"
+    DUPLICATE = "duplicate"
+    REORDER = "reorder"
 
 
 KINDS: tuple[Kind, ...] = tuple(Kind)
@@ -55,6 +59,7 @@ CLOCK_SHAPES = (Shape.CLOCK_FAST, Shape.CLOCK_SLOW, Shape.CLOCK_JUMP)
 CLOCK_FAST_RATES = (2.0, 3.0, 5.0)  # a fast follower times out first: it tends to take the lead
 CLOCK_SLOW_RATES = (0.2, 0.5)  # a slow leader's heartbeats come late: followers may depose it
 CLOCK_JUMPS = (-0.5, 2.0, 10.0)  # s; a jump back is a pause of its timers, a jump ahead fires them at once
+SLOW_SHAPES = (Shape.SLOW, Shape.DUPLICATE, Shape.REORDER)
 
 
 class NemesisError(HarnessError, ValueError):
@@ -176,6 +181,15 @@ def _plan(rng: random.Random, kind: str, nodes: list[str]) -> tuple[str, dict[st
             node = "leader" if rng.random() < 0.5 else rng.choice(nodes)
             return "clock-slow", {"node": node, "rate": rng.choice(CLOCK_SLOW_RATES)}
         return "clock-jump", {"node": rng.choice(nodes), "offset": rng.choice(CLOCK_JUMPS)}
+    if kind == "slow":  # half the time the leader, whose heartbeats and appends then lag
+        node = "leader" if rng.random() < 0.5 else rng.choice(nodes)
+        shape = rng.choice(SLOW_SHAPES)
+        if shape == "slow":
+            delay = rng.choice((50, 100, 200))
+            return shape, {"node": node, "delay_ms": delay, "jitter_ms": delay * rng.choice((0, 1, 2)) // 10}
+        if shape == "duplicate":
+            return shape, {"node": node, "percent": rng.choice((5, 10, 20))}
+        return shape, {"node": node, "percent": rng.choice((10, 25, 50))}
     raise NemesisError(kind)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from harness.lab import clock as lab_clock
+from harness.lab import slownet
 from harness.model import checker, invariants
 from harness.orchestration import nemesis
 from harness.orchestration.cluster import Cluster, ClusterError
@@ -129,6 +130,8 @@ def run_check(cfg: CheckConfig, out_stream: TextIO = sys.stdout) -> CheckResult:
                 left_out.setdefault(k, "needs network namespaces (root or rootless mode), not 127.0.0.1")
     if "clock" in kinds and (reason := lab_clock.unavailable_reason()):
         left_out.setdefault("clock", reason)
+    if "slow" in kinds and (reason := slownet.unavailable_reason()):
+        left_out.setdefault("slow", reason)
     for kind, why in left_out.items():
         log(f"nemesis: {kind} left out: {why}")
         kinds = tuple(k for k in kinds if k != kind)
@@ -146,6 +149,8 @@ def run_check(cfg: CheckConfig, out_stream: TextIO = sys.stdout) -> CheckResult:
             cluster.leader(timeout=30)
         log(f"cluster up in {cluster.placement()}: {', '.join(cluster.nodes)}; "
             f"{len(plan)} faults planned")
+        if "slow" in kinds and isinstance(cluster, Cluster):
+            log(f"nemesis: slow networks through {cluster.slow_mechanism or cluster.slow_unavailable}")
         work = Workload(cluster, clients=cfg.clients, keys=cfg.keys, seed=cfg.seed)
         watch = invariants.LeaderWatch(cluster.node_status, lambda: list(cluster.nodes))
         t0 = time.monotonic()

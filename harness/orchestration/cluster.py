@@ -14,6 +14,13 @@ node and installs them atomically per node, verified by reading them back
 (harness/lab/firewall.py). Node-to-node traffic only: the harness reaches every
 node through the control path, which only ``link_down`` cuts.
 
+Slow networks (``slow``, ``duplicate``, ``reorder``) act on the packets a
+node sends to its peers (to their peer port, or from its own; see
+harness/lab/slownet.py), through tc netem where the kernel has it, else
+through a netfilter queue and a userspace handler process inside the node's
+namespace; the mechanism is probed when the cluster starts
+(``slow_mechanism``). ``heal()`` ends them too.
+
 With ``power=True`` each node's data dir is its own powerfs mount (a disk
 that keeps unsynced writes in the daemon's memory, harness/lab/powerfs.py),
 inside a mount namespace private to the cluster (harness/lab/mountns.py):
@@ -46,13 +53,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.lab import alloc, firewall, netns, powerfs
+from harness.lab import alloc, firewall, netns, powerfs, slownet
 from harness.lab import clock as lab_clock
 from harness.lab.mountns import MountNamespace, PowerDisk
 from harness.lab.process import NodeProcess, ProcessGoneError, kill_all, spawn
 from harness.model import topology
 from harness.model.clock import MARGIN, ClockLine, check_offset, format_duration, parse_rate
 from harness.model.faults import Active, Scope
+from harness.model.slow import Mechanism, Shaping, ShapingError, format_ms
 from harness.model.topology import Topology
 from harness.orchestration.local import request, wait_for
 from harness.orchestration.report import EventRecord
@@ -129,6 +137,11 @@ class Cluster:
         self.specs: dict[str, NodeSpec] = {}
         self.clock = clock
         self.clocks: dict[str, ClockLine] = {}  # each node's clock as its current process runs it
+        self.shaping: dict[str, Shaping] = {}  # slow-network faults per node
+        self.shapers: dict[str, NodeProcess] = {}  # their nfqueue handlers
+        self.slow_mechanism: Mechanism | None = None
+        self.slow_unavailable: str | None = None  # why no slow-network fault can run here
+        self._released = False  # destroy() gave the slot back
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Cluster:
@@ -147,9 +160,14 @@ class Cluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         a = alloc.allocate(self.name, self.owner_pid, topology.node_ids(self.n), base_dir=self.base_dir)
         self.topo = Topology.of(a.slot, self.n)
+        self._released = False
         try:
             self.backend = firewall.detect_backend()
             netns.create_cluster_net(self.topo)
+            try:
+                self._choose_slow()
+            except (ClusterError, OSError):
+                pass  # kept in slow_unavailable: status says it, and a slow fault raises it
             if self.power:
                 self.mntns = MountNamespace.start(self.topo.switch_netns, self.workdir / "mountns.log")
             members = tuple(self._member(i) for i in self.topo.nodes)
@@ -174,6 +192,11 @@ class Cluster:
 
     def destroy(self) -> None:
         """Stop every process and remove the namespaces, links, rules and allocation."""
+        for p in self.shapers.values():
+            try:
+                p.kill()
+            except Exception:
+                pass
         for p in self.procs.values():
             try:
                 p.resume()
@@ -198,9 +221,12 @@ class Cluster:
         if self.clock:
             for p in self.procs.values():
                 lab_clock.forget(p.pid)
-        if self.topo is not None:
+        if self.topo is not None and not self._released:
             netns.destroy_cluster_net(self.topo)
             alloc.release(self.topo.slot, base_dir=self.base_dir)
+            # Once released the slot may be another cluster's (a parallel test's): a second
+            # destroy must not tear its namespaces down.
+            self._released = True
         self._close_open(None)
         self.save_events()
 
@@ -405,7 +431,70 @@ class Cluster:
         self._apply_rules()
         self._fault(Active(Scope.NET, node, f"loss {node} {percent}%"))
 
+    def slow(self, node: str, delay_ms: int, jitter_ms: int = 0) -> None:
+        """``node``'s packets to its peers wait ``delay_ms`` ± ``jitter_ms`` (uniform) before they leave."""
+        s = replace(self.shaping.get(self.check_node(node), Shaping()), delay_ms=delay_ms, jitter_ms=jitter_ms)
+        jitter = f" jitter {format_ms(jitter_ms)}" if jitter_ms else ""
+        self._shape(node, s, f"slow {node} {format_ms(delay_ms)}{jitter}")
+
+    def duplicate(self, node: str, percent: int) -> None:
+        """``percent``% of ``node``'s packets to its peers leave twice."""
+        s = replace(self.shaping.get(self.check_node(node), Shaping()), duplicate=percent)
+        self._shape(node, s, f"duplicate {node} {percent}%")
+
+    def reorder(self, node: str, percent: int) -> None:
+        """``percent``% of ``node``'s packets to its peers leave at once, ahead of the others (which wait
+        the delay, or 10 ms without one)."""
+        s = replace(self.shaping.get(self.check_node(node), Shaping()), reorder=percent)
+        self._shape(node, s, f"reorder {node} {percent}%")
+
+    def _choose_slow(self) -> Mechanism:
+        """The slow-network mechanism of this kernel, probed once (in the first node's namespace)."""
+        assert self.topo is not None
+        if self.slow_mechanism is None:
+            try:
+                self.slow_mechanism = slownet.choose(self.topo.netns(self.topo.nodes[0]))
+                self.slow_unavailable = None
+            except ShapingError as e:
+                self.slow_unavailable = str(e)
+                raise ClusterError(str(e)) from None
+        return self.slow_mechanism
+
+    def _shape(self, node: str, s: Shaping, text: str) -> None:
+        assert self.topo is not None
+        mech = self._choose_slow()
+        old = self.shapers.pop(node, None)
+        try:
+            proc = slownet.apply(self.topo, node, mech, s, ports=self.system.peer_ports, handler=old,
+                                 log=self.workdir / f"{node}.slow.log")
+        except slownet.SlowNetError as e:
+            self.shaping.pop(node, None)
+            try:
+                slownet.clear(self.topo, node, mech, None)
+            except slownet.SlowNetError:
+                pass
+            self.save()
+            raise ClusterError(str(e).splitlines()[0]) from None
+        if proc is not None:
+            self.shapers[node] = proc
+        if s.active:
+            self.shaping[node] = s
+        else:
+            self.shaping.pop(node, None)
+        self.save()
+        self._fault(Active(Scope.NET, node, f"{text} ({mech})"))
+
+    def _unshape(self, node: str) -> None:
+        """End ``node``'s slow-network faults (rules, netem tree, handler)."""
+        assert self.topo is not None
+        proc = self.shapers.pop(node, None)
+        if node in self.shaping or proc is not None:
+            slownet.clear(self.topo, node, self.slow_mechanism, proc)
+        self.shaping.pop(node, None)
+
     def heal(self) -> None:
+        for n in sorted(set(self.shaping) | set(self.shapers)):
+            self._unshape(n)
         self.grudge.clear()
         self.loss_pct.clear()
         self._apply_rules()
@@ -644,6 +733,10 @@ class Cluster:
             p.kill()
         except Exception:
             pass
+        shaper = self.shapers.pop(node, None)
+        if shaper is not None:
+            shaper.kill()  # its namespace goes next
+        self.shaping.pop(node, None)
         disk = self.disks.pop(node, None)
         if disk is not None:
             disk.cut()
@@ -708,6 +801,7 @@ class Cluster:
             for s in sorted(srcs):
                 out.append(f"drop {s} -> {dst}")
         out += [f"loss {n} {p}%" for n, p in sorted(self.loss_pct.items())]
+        out += [f for n in topology.sorted_nodes(self.shaping) for f in self.shaping[n].describe(n)]
         out += [f"link down {n}" for n in sorted(self.links_down)]
         now = time.monotonic()
         out += [f"clock {n}: {self.clocks[n].describe(now)}" for n in self._skewed() if n in self.clocks]
@@ -733,6 +827,10 @@ class Cluster:
             "mntns": self.mntns.record() if self.mntns else None,
             "disks": {n: d.record() for n, d in self.disks.items()},
             "clock": self.clock, "clocks": {n: line.to_json() for n, line in self.clocks.items()},
+            "slow": {"mechanism": self.slow_mechanism.value if self.slow_mechanism else None,
+                     "unavailable": self.slow_unavailable,
+                     "shaping": {n: s.to_json() for n, s in self.shaping.items()},
+                     "handlers": {n: p.record() for n, p in self.shapers.items()}},
             "open": [[f.index, f.fault.key] for f in self._open], "events": [e.to_json() for e in self.events],
         }
         tmp = self.workdir / "state.json.tmp"
@@ -765,6 +863,11 @@ class Cluster:
         c.clocks = {n: ClockLine.from_json(d) for n, d in st.get("clocks", {}).items()}
         c.t0 = st["t0"]
         c.backend = firewall.Backend(st["backend"]) if st.get("backend") else None
+        slow = st.get("slow") or {}
+        c.slow_mechanism = Mechanism(slow["mechanism"]) if slow.get("mechanism") else None
+        c.slow_unavailable = slow.get("unavailable")
+        c.shaping = {n: Shaping.from_json(s) for n, s in slow.get("shaping", {}).items()}
+        c.shapers = {n: _reattach(r) for n, r in slow.get("handlers", {}).items()}
         c.events = [EventRecord(e["time"], e["kind"], e["text"], e.get("end")) for e in st["events"]]
         c._open = [_OpenFault(i, Active.from_key(k, c.events[i].text)) for i, k in st["open"]]
         if st.get("mntns"):

@@ -229,6 +229,15 @@ class LoopbackCluster:
     def loss(self, node: str, percent: int) -> None:
         raise ClusterError(_NETWORK)
 
+    def slow(self, node: str, delay_ms: int, jitter_ms: int = 0) -> None:
+        raise ClusterError(_NETWORK)
+
+    def duplicate(self, node: str, percent: int) -> None:
+        raise ClusterError(_NETWORK)
+
+    def reorder(self, node: str, percent: int) -> None:
+        raise ClusterError(_NETWORK)
+
     def remove(self, node: str) -> None:
         raise ClusterError("membership changes run in the namespace cluster")
 

@@ -12,6 +12,7 @@ from harness.model.nemesis import (
     CLOCK_SHAPES,
     KINDS,
     PARTITION_SHAPES,
+    SLOW_SHAPES,
     Fault,
     Kind,
     NemesisError,
@@ -23,8 +24,8 @@ from harness.model.nemesis import (
     unsupported,
 )
 
-__all__ = ["CLOCK_SHAPES", "KINDS", "PARTITION_SHAPES", "Applied", "Fault", "Kind", "NemesisError", "Shape",
-           "Target", "apply", "parse_kinds", "ring_groups", "schedule", "undo", "unsupported"]
+__all__ = ["CLOCK_SHAPES", "KINDS", "PARTITION_SHAPES", "SLOW_SHAPES", "Applied", "Fault", "Kind", "NemesisError",
+           "Shape", "Target", "apply", "parse_kinds", "ring_groups", "schedule", "undo", "unsupported"]
 
 
 class Target(Protocol):
@@ -40,6 +41,9 @@ class Target(Protocol):
     def cut(self, src: str, dst: str) -> None: ...
     def ring(self, reach: dict[str, set[str]]) -> None: ...
     def loss(self, node: str, percent: int) -> None: ...
+    def slow(self, node: str, delay_ms: int, jitter_ms: int = ...) -> None: ...
+    def duplicate(self, node: str, percent: int) -> None: ...
+    def reorder(self, node: str, percent: int) -> None: ...
     def heal(self) -> None: ...
     def kill(self, node: str) -> None: ...
     def restart(self, node: str) -> None: ...
@@ -108,6 +112,19 @@ def apply(target: Target, fault: Fault) -> Applied:
         n = pick(p["node"])
         target.loss(n, int(p["percent"]))
         return Applied(fault, f"loss {n} {p['percent']}%", [("heal", ())])
+    if s == "slow":
+        n = pick(p["node"])
+        delay, jitter = int(p["delay_ms"]), int(p.get("jitter_ms", 0))
+        target.slow(n, delay, jitter)
+        return Applied(fault, f"slow {n} {delay}ms" + (f" jitter {jitter}ms" if jitter else ""), [("heal", ())])
+    if s == "duplicate":
+        n = pick(p["node"])
+        target.duplicate(n, int(p["percent"]))
+        return Applied(fault, f"duplicate {n} {p['percent']}%", [("heal", ())])
+    if s == "reorder":
+        n = pick(p["node"])
+        target.reorder(n, int(p["percent"]))
+        return Applied(fault, f"reorder {n} {p['percent']}%", [("heal", ())])
     if s in ("kill", "kill-leader"):
         n = pick(p.get("node", "leader"))
         target.kill(n)

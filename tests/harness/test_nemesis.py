@@ -95,7 +95,7 @@ def test_parameters_name_real_nodes(seed: int) -> None:
             assert p["node"] in NODES5
         elif f.shape == "remove-add":
             assert p == {"node": "follower"}
-        elif f.shape in nemesis.CLOCK_SHAPES:
+        elif f.shape in (*nemesis.CLOCK_SHAPES, "slow", "duplicate", "reorder"):
             assert p["node"] in (*NODES5, "leader")
         else:
             assert f.shape in ("isolate-leader", "majority-ring", "kill-leader", "pause-leader", "power-cut-leader",
