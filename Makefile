@@ -36,6 +36,7 @@ check: setup-dev
 	else echo "note: ruby missing, the Vagrantfile's syntax is not checked (sudo make setup-dev installs it)"; fi
 
 test: setup
+	@RAFTNET_WITH_CHROMIUM=1 sh scripts/install-sysdeps.sh  # the report's render test (headless Chromium)
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 test-fast: setup
