@@ -37,7 +37,8 @@ AXIS_H = 30  # below a plot: ticks and their labels
 OUTCOME = {"ok": "#4a90d9", "info": "#f5a623", "fail": "#d0315e"}
 FAULT_COLORS = {
     "partition": "#8e44ad", "loss": "#17a2b8", "link": "#20c997", "kill": "#e03131",
-    "pause": "#a0522d", "power": "#343a40", "membership": "#2f9e44", "other": "#868e96",
+    "pause": "#a0522d", "power": "#343a40", "membership": "#2f9e44", "slow": "#74b816", "clock": "#1864ab",
+    "other": "#868e96",
 }
 ROLE_COLORS = {  # two shades per role: terms alternate, so a new term shows as a new shade
     "leader": ("#1d3557", "#3c6e9f"), "follower": ("#a8dadc", "#cfeced"),
@@ -67,12 +68,13 @@ def esc_text(text: Any) -> str:
 
 def fault_kind(text: str) -> str:
     """The nemesis kind of a fault from its event text: partition, loss, link, kill, pause, power,
-    membership, or other."""
+    membership, slow (delay, duplication, reordering), clock, or other."""
     t = text.strip().lower()
     for prefix, kind in (("partition", "partition"), ("isolate", "partition"), ("bridge", "partition"),
                          ("cut ", "partition"), ("majority ring", "partition"), ("ring", "partition"),
                          ("loss", "loss"), ("link down", "link"), ("kill", "kill"), ("pause", "pause"),
-                         ("stop", "pause"), ("power", "power"), ("remove", "membership")):
+                         ("stop", "pause"), ("power", "power"), ("remove", "membership"), ("slow ", "slow"),
+                         ("duplicate ", "slow"), ("reorder ", "slow"), ("clock ", "clock")):
         if t.startswith(prefix):
             return kind
     return "other"

@@ -237,6 +237,8 @@ def test_throughput_is_split_by_outcome() -> None:
         ("bridge n3", "partition"), ("cut n1 -> n2", "partition"), ("majority ring", "partition"),
         ("loss n2 20%", "loss"), ("link down n4", "link"), ("kill n1", "kill"), ("pause n2", "pause"),
         ("stop n2", "pause"), ("power cut n3", "power"), ("power cut all", "power"), ("remove n5", "membership"),
+        ("slow n2 100ms jitter 20ms (nfqueue)", "slow"), ("duplicate n2 5% (netem)", "slow"),
+        ("reorder n3 10% (nfqueue)", "slow"), ("clock n1 rate 0.2x", "clock"), ("clock n4 jump +2s", "clock"),
         ("something new", "other"),
     ],
 )
