@@ -348,6 +348,7 @@ def _plug_node(topo: Topology, node: NodeId) -> None:
     with iproute(ns) as ipr:
         ipr.link("set", index=_require_index(ipr, "lo"), state="up")
         eth = _require_index(ipr, topology.NODE_LINK)
+        ipr.link("set", index=eth, address=topology.node_mac(topo.slot, node))  # the same after a re-add
         ipr.addr("add", index=eth, address=topo.address(node), prefixlen=topology.PREFIX_LEN)
         ipr.link("set", index=eth, state="up")
 

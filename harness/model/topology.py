@@ -101,6 +101,17 @@ def node_address(slot: int, node: str) -> str:
     return f"10.213.{check_slot(slot)}.{NODE_HOST_OFFSET + node_number(node)}"
 
 
+def node_mac(slot: int, node: str) -> str:
+    """The MAC address of ``node``'s eth0: fixed by its IPv4 address (locally administered, unicast).
+
+    A node removed and added back under its id gets the same MAC, so the neighbour caches of the
+    control path and of its peers stay right. With a random MAC they would keep the old one: an
+    entry confirmed in the last second ignores the new node's ARP (the kernel's locktime) and stays
+    REACHABLE for 15-45 s, and everything sent to the node in that time goes nowhere."""
+    octets = [int(o) for o in node_address(slot, node).split(".")]
+    return "02:72:" + ":".join(f"{o:02x}" for o in octets)
+
+
 def node_netns(slot: int, node: str) -> str:
     node_number(node)
     return f"{NAME_PREFIX}{check_slot(slot)}-{node}"

@@ -37,6 +37,15 @@ def test_addresses_of_slot() -> None:
         Topology.of(-1, 3)
 
 
+def test_node_macs_are_fixed_unique_and_locally_administered() -> None:
+    macs = {topology.node_mac(s, f"n{i}") for s in (0, 1, 250) for i in range(1, 16)}
+    assert len(macs) == 3 * 15  # one per node and slot
+    assert topology.node_mac(3, "n2") == topology.node_mac(3, "n2") == "02:72:0a:d5:03:0c"  # 10.213.3.12
+    for mac in macs:
+        first = int(mac.split(":")[0], 16)
+        assert first & 0b10 and not first & 0b01  # locally administered, unicast
+
+
 def test_names_are_short_and_slot_unique() -> None:
     topo = Topology(254, (NodeId("n244"), NodeId("n1")))
     assert topo.nodes == ("n1", "n244")  # numeric order
