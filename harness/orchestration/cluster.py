@@ -65,7 +65,16 @@ from harness.model.topology import Topology
 from harness.orchestration.local import request, wait_for
 from harness.orchestration.report import EventRecord
 from harness.systems import load_system, source_of
-from harness.systems.base import Endpoint, Feature, Member, NodeSpec, NodeStatus, NotSupportedError, System
+from harness.systems.base import (
+    Endpoint,
+    Feature,
+    Member,
+    NodeSpec,
+    NodeStatus,
+    NotSupportedError,
+    System,
+    leader_of,
+)
 from harness.systems.raftnet import RaftnetSystem
 
 
@@ -386,14 +395,9 @@ class Cluster:
         pool = list(among) if among is not None else None
 
         def find() -> str | None:
-            sts = {n: s for n in (pool or self.nodes) if self._reachable(n) and (s := self.node_status(n))}
-            leaders = [(s.term or 0, n) for n, s in sts.items() if s.role == "leader"]
-            if not leaders:
-                return None
-            term, ld = max(leaders)
-            voters = [m for m, voter in (sts[ld].members or ()) if voter]
-            followers = [n for n, s in sts.items() if n != ld and s.leader == ld and (s.term or 0) == term]
-            return ld if followers or len(voters) == 1 else None
+            nodes = pool or self.nodes
+            sts = {n: s for n in nodes if self._reachable(n) and (s := self.node_status(n))}
+            return leader_of(sts, len(nodes))
 
         try:
             return wait_for(find, timeout, interval=0.05, what="a leader")

@@ -19,7 +19,7 @@ from harness.lab.process import NodeProcess, kill_all, spawn
 from harness.orchestration.cluster import ClusterError, NodeStartError
 from harness.orchestration.local import free_port, wait_for
 from harness.orchestration.report import EventRecord
-from harness.systems.base import Endpoint, Feature, Member, NodeSpec, NodeStatus, System
+from harness.systems.base import Endpoint, Feature, Member, NodeSpec, NodeStatus, System, leader_of
 from harness.systems.raftnet import RaftnetSystem
 
 HOST = "127.0.0.1"
@@ -156,13 +156,7 @@ class LoopbackCluster:
         pool = list(among) if among is not None else list(self.nodes)
 
         def find() -> str | None:
-            sts = {n: s for n in pool if self._reachable(n) and (s := self.node_status(n))}
-            leaders = [(s.term or 0, n) for n, s in sts.items() if s.role == "leader"]
-            if not leaders:
-                return None
-            term, ld = max(leaders)
-            followers = [n for n, s in sts.items() if n != ld and s.leader == ld and (s.term or 0) == term]
-            return ld if followers or len(pool) == 1 else None
+            return leader_of({n: s for n in pool if self._reachable(n) and (s := self.node_status(n))}, len(pool))
 
         try:
             return wait_for(find, timeout, interval=0.05, what="a leader")

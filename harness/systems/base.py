@@ -125,6 +125,19 @@ class NodeStatus:
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
+def leader_of(statuses: Mapping[str, NodeStatus], pool_size: int) -> str | None:
+    """The node that leads the highest term among ``statuses`` and that a peer follows in that term
+    (or that needs no follower: the only voter, or the only node of a pool of one); None: no such one."""
+    leaders = [(s.term or 0, n) for n, s in statuses.items() if s.role == "leader"]
+    if not leaders:
+        return None
+    term, ld = max(leaders)
+    members = statuses[ld].members
+    alone = len([m for m, voter in members if voter]) == 1 if members is not None else pool_size == 1
+    followed = any(n != ld and s.leader == ld and (s.term or 0) == term for n, s in statuses.items())
+    return ld if followed or alone else None
+
+
 @dataclass(frozen=True)
 class Op:
     """An operation as the history records it: ``f`` in read / write / cas / delete; a cas's value is
