@@ -246,6 +246,7 @@ class SqliteStorage:
         # database file: make the file's directory entry durable ourselves.
         fsync_dir(path.parent)
         self._snapshot_cache: Snapshot | None = None
+        self._term_vote: tuple[int, str | None] | None = None  # as durable on disk; None: not known yet
         self.incarnation: str | None = None
         self._peers: dict[str, str] = dict(self.conn.execute("SELECT id, incarnation FROM peers"))
 
@@ -326,6 +327,7 @@ class SqliteStorage:
             with self._tx():
                 self._set_meta(incarnation=inc)
         self.incarnation = inc
+        self._term_vote = (hs.term, hs.voted_for)
         return LoadedState(meta.get("node_id"), meta.get("cluster_id"), hs, snap, entries, applied, inc)
 
     def bootstrap(self, node_id: str, cluster_id: str | None, membership: Membership) -> None:
@@ -339,6 +341,7 @@ class SqliteStorage:
                 "INSERT OR REPLACE INTO snapshot(id, idx, term, membership, data) VALUES (1, 0, 0, ?, ?)",
                 (membership.to_json(), b""),
             )
+        self._term_vote = (Term(0), None)
 
     def set_cluster_id(self, cluster_id: str) -> None:
         with self._tx():
@@ -346,7 +349,11 @@ class SqliteStorage:
 
     # ------------------------------------------------------------------ the hot path
     def save(self, rd: Ready, fsm: StateMachine) -> list[Result | None]:
-        durable = rd.hard_state is not None or bool(rd.entries) or rd.snapshot is not None
+        hs = rd.hard_state
+        term_vote = (hs.term, hs.voted_for) if hs is not None else self._term_vote
+        # The commit index alone needs no fsync (it is volatile state in Raft, §5: a restart
+        # with an older one only re-learns it); entries, a snapshot, a term or a vote do.
+        durable = bool(rd.entries) or rd.snapshot is not None or term_vote != self._term_vote
         self._set_sync("FULL" if durable else "NORMAL")
         c = self.conn
         with self._tx():
@@ -366,13 +373,13 @@ class SqliteStorage:
                     "INSERT INTO log(idx, term, kind, data) VALUES (?, ?, ?, ?)",
                     [(e.index, e.term, e.kind.value, e.data) for e in rd.entries],
                 )
-            if rd.hard_state is not None:
-                hs = rd.hard_state
+            if hs is not None:
                 self._set_meta(term=str(hs.term), voted_for=json.dumps(hs.voted_for), commit=str(hs.commit))
             results: list[Result | None] = []
             if rd.committed:
                 results = fsm.apply(c, rd.committed)
                 self._set_meta(applied=str(fsm.applied))
+        self._term_vote = term_vote
         return results
 
     def apply(self, committed: tuple[Entry, ...], fsm: StateMachine) -> list[Result | None]:
