@@ -67,7 +67,7 @@ from .raft import (
 from .raft import NotLeaderError as CoreNotLeaderError
 from .statemachine import KVStateMachine, Result, serialize_image
 from .storage import LoadedState, Storage
-from .transport import HttpTransport
+from .transport import PeerTransport
 
 log = logging.getLogger("raftnet.runtime")
 
@@ -97,7 +97,7 @@ class LoopClock:
 
 
 class Transport(Protocol):
-    """Fire-and-forget delivery of Raft messages to peers (HttpTransport; a recorder in tests)."""
+    """Fire-and-forget delivery of Raft messages to peers (PeerTransport; a recorder in tests)."""
 
     sent: int  # messages delivered, for /metrics
     dropped: int  # messages given up on
@@ -151,12 +151,12 @@ class Runtime:
         )
         self.clock: Clock = clock or LoopClock()
         if transport is None:
-            http = HttpTransport(
+            peers = PeerTransport(
                 config.id, config.address, lambda: self.cluster_id, self._address_of, storage.snapshot,
                 self._report_unreachable, config.secret, on_snapshot_failed=self._report_snapshot_failed,
             )
-            http.incarnation = storage.incarnation  # sent with every batch (node/incarnation.py)
-            transport = http
+            peers.incarnation = storage.incarnation  # sent with every batch (node/incarnation.py)
+            transport = peers
         self.transport: Transport = transport
         self._inbox = _Inbox()
         self._wake = asyncio.Event()

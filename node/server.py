@@ -1,5 +1,6 @@
 """The HTTP surface of a node: the client API of CONTRACT.md section 2 and
-the peer endpoint ``POST /raft/messages``, on one listen address.
+the peer endpoints (``GET /raft/stream``, a WebSocket, and ``POST
+/raft/messages`` for older nodes), on one listen address.
 
 Handlers are thin: validate, call the runtime, render. One middleware turns
 every ``RaftnetError`` (and any stray HTTP error) into
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import incarnation as inc
 from . import metrics
@@ -31,8 +32,9 @@ from .errors import (
     TooLargeError,
     UnavailableError,
 )
-from .raft import Role
+from .raft import Message, Role
 from .runtime import Runtime
+from .transport import ADDR_HEADER, ADMITTED, CLUSTER_HEADER, FROM_HEADER, POST_PATH, STREAM_PATH
 from .wire import WireError, decode
 
 log = logging.getLogger("raftnet.server")
@@ -121,6 +123,7 @@ class Api:
         self.config = config
         self._value_body_limit = config.max_value_bytes * 6 + 4096  # worst-case JSON escaping
         self._refusals_logged: dict[str, float] = {}  # peer -> when we last logged refusing it
+        self._streams: dict[str, web.WebSocketResponse] = {}  # peer -> its open stream to us
 
     # ------------------------------------------------------------------ helpers
     def _key(self, request: web.Request) -> str:
@@ -264,28 +267,98 @@ class Api:
 
     # ------------------------------------------------------------------ peers
     async def raft(self, request: web.Request) -> web.Response:
+        """A batch as one POST: how nodes of an older version send (node/transport.py)."""
         body = await _json_body(request, MAX_RAFT_BODY)
+        self._check_cluster(body.get("cluster"))
+        sender = body.get("from")
+        if not isinstance(sender, str):
+            raise BadRequestError("from must be the sender's id")
+        msgs = self._decode_batch(body.get("msgs"), sender)
+        incarnation = self._incarnation(request)
+        await self._admit(sender, incarnation)
+        addr = body.get("addr")
+        self.rt.deliver(msgs, sender, addr if isinstance(addr, str) and len(addr) < 300 else None)
+        return web.Response(status=204)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """A peer's long-lived stream (node/transport.py): each text frame is a batch, a JSON
+        list of messages. Who the peer is comes with the handshake; its incarnation is judged
+        then (``ADMITTED`` is our first frame) and again for every frame. A refusal is one
+        text frame with the reason, then the close; a malformed frame closes the stream."""
+        self._check_cluster(request.headers.get(CLUSTER_HEADER))
+        sender = request.headers.get(FROM_HEADER, "")
+        if not valid_id(sender):
+            raise BadRequestError(f"{FROM_HEADER} must be the sender's node id")
+        addr = request.headers.get(ADDR_HEADER)
+        addr = addr if addr is not None and len(addr) < 300 else None
+        incarnation = self._incarnation(request)
+        ws = web.WebSocketResponse(max_msg_size=MAX_RAFT_BODY, autoping=True, compress=False)
+        await ws.prepare(request)
+        previous = self._streams.get(sender)
+        self._streams[sender] = ws
+        if previous is not None:
+            await previous.close()  # the peer opened a new stream: the old one is dead or abandoned
+        try:
+            try:
+                await self._admit(sender, incarnation)
+            except StaleIncarnationError as e:
+                await ws.send_str(json.dumps(e.body(), separators=(",", ":")))
+                return ws
+            await ws.send_str(ADMITTED)
+            async for frame in ws:
+                if frame.type is not WSMsgType.TEXT:
+                    if frame.type is WSMsgType.BINARY:
+                        await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
+                    continue
+                try:
+                    msgs = self._decode_batch(json.loads(frame.data), sender)
+                except (ValueError, RecursionError, BadRequestError) as e:
+                    log.warning("closing %s's stream: %s", sender, str(e)[:200])
+                    await ws.close(code=WSCloseCode.INVALID_TEXT, message=b"malformed batch")
+                    break
+                try:
+                    await self._admit(sender, incarnation)
+                except StaleIncarnationError as e:
+                    await ws.send_str(json.dumps(e.body(), separators=(",", ":")))
+                    break
+                self.rt.deliver(msgs, sender, addr)
+        finally:
+            if self._streams.get(sender) is ws:
+                del self._streams[sender]
+            await ws.close()
+        return ws
+
+    async def close_streams(self, app: web.Application) -> None:
+        """On shutdown: peers' streams end now, not at the shutdown timeout."""
+        for ws in list(self._streams.values()):
+            await ws.close(code=WSCloseCode.GOING_AWAY)
+
+    def _check_cluster(self, cluster: Any) -> None:
         if self.rt.cluster_id is None:
             raise UnavailableError("this node does not know its cluster yet")
-        if not isinstance(body.get("cluster"), str) or not hmac.compare_digest(
-            body["cluster"].encode(), self.rt.cluster_id.encode()
-        ):
+        if not isinstance(cluster, str) or not hmac.compare_digest(cluster.encode(), self.rt.cluster_id.encode()):
             raise ForbiddenError(f"cluster id mismatch: this node is in cluster {self.rt.cluster_id}")
-        raw = body.get("msgs")
+
+    def _decode_batch(self, raw: Any, sender: str) -> list[Message]:
         if not isinstance(raw, list):
             raise BadRequestError("msgs must be a list")
         try:
             msgs = [decode(m) for m in raw]
         except WireError as e:
             raise BadRequestError(f"malformed raft message: {e}") from None
-        sender = body.get("from")
-        if any(m.dst != self.config.id or m.src != sender for m in msgs):
+        me = self.config.id
+        if any(m.dst != me or m.src != sender for m in msgs):
             raise BadRequestError("messages addressed to another node or from another sender")
-        if not isinstance(sender, str):
-            raise BadRequestError("from must be the sender's id")
+        return msgs
+
+    @staticmethod
+    def _incarnation(request: web.Request) -> str | None:
         incarnation = request.headers.get(inc.HEADER)
         if incarnation is not None and not inc.valid(incarnation):
             raise BadRequestError(f"{inc.HEADER} must be 1..{inc.MAX_LEN} ASCII letters and digits")
+        return incarnation
+
+    async def _admit(self, sender: str, incarnation: str | None) -> None:
         try:
             await self.rt.admit(sender, incarnation)  # before stepping: a wiped member's batches never count
         except StaleIncarnationError:
@@ -295,9 +368,6 @@ class Api:
                 log.warning("refusing batches from %s: incarnation %s is not the one we know "
                             "(its data dir was wiped?)", sender, incarnation)
             raise
-        addr = body.get("addr")
-        self.rt.deliver(msgs, sender, addr if isinstance(addr, str) and len(addr) < 300 else None)
-        return web.Response(status=204)
 
 
 def _secret_middleware(secret: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
@@ -333,5 +403,7 @@ def make_app(runtime: Runtime, config: Config) -> web.Application:
     r.add_post("/v1/leader/transfer", api.transfer)
     r.add_get("/metrics", api.metrics, allow_head=False)
     r.add_get("/v1/debug/log", api.debug_log, allow_head=False)
-    r.add_post("/raft/messages", api.raft)
+    r.add_post(POST_PATH, api.raft)
+    r.add_get(STREAM_PATH, api.stream, allow_head=False)
+    app.on_shutdown.append(api.close_streams)
     return app
