@@ -100,7 +100,7 @@ class PeerTransport:
         self._events: dict[NodeId, asyncio.Event] = {}
         self._tasks: dict[NodeId, asyncio.Task[None]] = {}
         self._streams: dict[NodeId, tuple[str, aiohttp.ClientWebSocketResponse]] = {}  # peer -> (address, ws)
-        self._readers: set[asyncio.Task[None]] = set()
+        self._readers: set[asyncio.Task[Any]] = set()
         self._old_peers: dict[str, float] = {}  # address -> when it answered that it has no stream endpoint
         self._session: aiohttp.ClientSession | None = None
         self.sent = 0

@@ -26,8 +26,7 @@ from node.raft import (
     SnapshotMeta,
     Term,
 )
-from node.transport import PeerTransport
-from node.transport import ADMITTED
+from node.transport import ADMITTED, PeerTransport
 from node.wire import decode
 from tests.node.localcluster import free_port
 
@@ -85,7 +84,7 @@ class Peer:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         if self.refuse is not None:
-            await ws.send_str('{"error":"stale_incarnation","message":"%s"}' % self.refuse)
+            await ws.send_str(json.dumps({"error": "stale_incarnation", "message": self.refuse}))
             await ws.close()
             return ws
         await ws.send_str(ADMITTED)
