@@ -34,8 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import sqlite_utils
-
 from .raft import Entry, EntryKind, HardState, Index, Membership, NodeId, Ready, Snapshot, SnapshotMeta, Term
 from .statemachine import Image, KVStateMachine, Result, StateMachine
 
@@ -251,7 +249,6 @@ class SqliteStorage:
     def __init__(self, path: Path) -> None:
         self.path = path
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db = sqlite_utils.Database(conn)
         self.conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
         self._unsafe = os.environ.get(UNSAFE_NO_FSYNC_ENV) == "1"
@@ -270,8 +267,12 @@ class SqliteStorage:
         self._peers: dict[str, str] = dict(self.conn.execute("SELECT id, incarnation FROM peers"))
 
     def _create(self) -> None:
-        db = self.db
-        if "meta" not in db.table_names():
+        if self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+            # sqlite-utils is imported only here, on a data dir's first start: a restart does
+            # not pay its 30 ms of imports before it can catch up (issue 11)
+            import sqlite_utils
+
+            db = sqlite_utils.Database(self.conn)
             with self._tx():
                 db.table("meta").create({"key": str, "value": str}, pk="key")
                 db.table("log").create({"idx": int, "term": int, "kind": str, "data": str}, pk="idx")

@@ -3,14 +3,15 @@ source checkout that was never installed)."""
 
 from __future__ import annotations
 
-import importlib.metadata
-import tomllib
 from pathlib import Path
 
 DISTRIBUTION = "raftnet"
 
 
 def version() -> str:
+    import importlib.metadata  # here, not at start-up: a restart's imports are on its catch-up path
+    import tomllib
+
     try:
         return importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
