@@ -268,10 +268,11 @@ class Runtime:
         durable = self.core.log.stable_index
         if rd.entries:
             durable = Index(min(durable, rd.entries[0].index - 1))
-        if rd.committed and rd.entries and rd.snapshot is None and rd.committed[-1].index <= durable:
+        if (rd.committed and rd.entries and rd.snapshot is None and rd.committed[-1].index <= durable
+                and (self._waiters or self._apply_waits)):
             # Entries already durable in our log: apply and answer the clients now,
             # without waiting for the fsync of the entries that follow them (without
-            # new entries, the save below is one transaction with no fsync anyway).
+            # new entries, or nobody waiting, one transaction does both).
             # Invariant: early apply never passes the durable index.
             self._resolve(rd.committed, await self.storage.apply(rd.committed))
             rd_log = dataclasses.replace(rd, committed=())

@@ -172,10 +172,11 @@ def test_timeout_now_waits_for_the_write_of_its_ready() -> None:
     run(scenario())
 
 
-@pytest.mark.parametrize(("leader_commit", "applied_while_held"), [(2, 2), (3, 0), (4, 0)])
-def test_early_apply_stops_at_the_durable_index(leader_commit: int, applied_while_held: int) -> None:
-    """Entries 1-2 durable, 3-4 arriving: committed entries that are durable are applied
-    while the write of 3-4 is held; a commit index reaching into 3-4 waits for that write."""
+@pytest.mark.parametrize("leader_commit", [2, 3, 4])
+def test_a_follower_applies_in_the_write_of_the_entries_that_follow(leader_commit: int) -> None:
+    """Entries 1-2 durable, 3-4 arriving with a commit index: nobody waits on a follower, so
+    the committed entries are applied in the same write as 3-4 (one transaction), never
+    before it returns and never past what it made durable."""
 
     async def scenario() -> None:
         async with Bed() as bed:
@@ -186,10 +187,35 @@ def test_early_apply_stops_at_the_durable_index(leader_commit: int, applied_whil
             bed.deliver(AppendEntries(Term(1), N2, N1, Index(2), Term(1),
                                       (entry(3, 1, put("b", "2")), entry(4, 1, put("c", "3"))), Index(leader_commit)))
             await bed.settle()
-            assert bed.fsm.applied == applied_while_held
+            assert bed.fsm.applied == 0
             bed.storage.save_gate.release()
             await bed.settle()
             assert bed.fsm.applied == leader_commit
+
+    run(scenario())
+
+
+def test_a_leader_answers_a_durable_committed_write_before_the_fsync_of_the_next() -> None:
+    """Early apply: entry 2 is durable and committed in the Ready that carries entry 3; its
+    client is answered while the write of 3 is held, and 3's client only after it returns."""
+
+    async def scenario() -> None:
+        async with Bed() as bed:
+            await bed.elect_and_commit()
+            first = asyncio.ensure_future(bed.rt.write({"op": "put", "key": "k", "value": "1"}))
+            await bed.settle()  # entry 2 written, its AppendEntries sent
+            bed.storage.save_gate.hold()
+            # one wake-up of the loop: the acks that commit 2, and the proposal of 3
+            second = asyncio.ensure_future(bed.rt.write({"op": "put", "key": "k", "value": "2"}))
+            bed.ack("n2", "n3")
+            await bed.settle()
+            assert bed.storage.saves_in_flight == 1
+            assert (await bed.outcome(first, "the write of entry 2"))["index"] == 2
+            assert bed.fsm.applied == 2 and not second.done()
+            bed.storage.save_gate.release()
+            await bed.settle()
+            bed.ack("n2", "n3")
+            assert (await bed.outcome(second, "the write of entry 3"))["index"] == 3
 
     run(scenario())
 
