@@ -165,11 +165,14 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     def trials(key: str) -> float | None:
         return median([v for r in runs for v in r.get(key, [])])
 
+    def point(kind: str, conns: int, k: str) -> Callable[[dict[str, Any]], Any]:
+        return lambda r: r[kind][str(conns)][k]
+
     out: dict[str, float | None] = {}
     for c in CONNS:
         for k in ("ops_per_s", "p50_ms", "p99_ms"):
             name = "per_s" if k == "ops_per_s" else k
-            out[f"writes_{c}_{name}"] = per_round(lambda r, c=c, k=k: r["writes"][str(c)][k])
+            out[f"writes_{c}_{name}"] = per_round(point("writes", c, k))
     out["cpu_1_client_pct"] = per_round(lambda r: r["cpu_1_client_pct"])
     out["idle_cpu_pct"] = per_round(lambda r: max(r["idle_cpu_pct"].values()))
     out["rss_mb"] = per_round(lambda r: max(r["rss_mb"].values()))
@@ -179,7 +182,7 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     out["heal_gap_s"] = trials("heal_gap_s")
     for k in ("ops_per_s", "p50_ms", "p99_ms"):
         name = "per_s" if k == "ops_per_s" else k
-        out[f"reads_{READ_CONNS}_{name}"] = per_round(lambda r, k=k: r["reads"][str(READ_CONNS)][k])
+        out[f"reads_{READ_CONNS}_{name}"] = per_round(point("reads", READ_CONNS, k))
     return out
 
 
@@ -320,7 +323,8 @@ class EtcdApi(Api):
             return None
         if r.status != 200 or not isinstance(r.body, dict) or "raftIndex" not in r.body:
             return None
-        return int(r.body["raftIndex"]), int(r.body.get("raftAppliedIndex", r.body["raftIndex"]))
+        commit = int(r.body["raftIndex"])
+        return commit, int(r.body.get("raftAppliedIndex") or commit)
 
 
 def lua_script(specs: Sequence[tuple[str, str, str | None]]) -> str:
@@ -506,6 +510,7 @@ class Settings:
     failovers: int = 5
     heals: int = 3
     heal_window: float = 3.0
+    settle_pause: float = 1.0  # after the read point, before the idle window
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -609,7 +614,8 @@ def run_cluster(who: Contender, rnd: int, s: Settings, wrk: str | None, log: Cal
             Cluster(3, workdir=Path(tmp), name=name, system=who.system) as c:
         leader = settle(c, api)
         pids = {n: c.procs[n].pid for n in c.nodes}
-        specs_load(wrk, c.endpoint(leader).address, api.specs("put"), 16, s.warmup)  # warm-up, not recorded
+        if s.warmup > 0:  # not recorded
+            specs_load(wrk, c.endpoint(leader).address, api.specs("put"), 16, s.warmup)
         for conns in CONNS:
             leader = settle(c, api)
             cpu0, t0 = sum(_cpu_seconds(p) for p in pids.values()), time.monotonic()
@@ -632,15 +638,16 @@ def run_cluster(who: Contender, rnd: int, s: Settings, wrk: str | None, log: Cal
         out["reads"][str(READ_CONNS)] = r
         log(f"  {who.label} r{rnd}: linearizable reads, {READ_CONNS} clients: {r['ops_per_s']:7.0f}/s"
             f"  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  non-200 {r['non_200']}")
-        time.sleep(1.0)  # the load's tail settles
-        cpu0 = {n: _cpu_seconds(p) for n, p in pids.items()}
+        time.sleep(s.settle_pause)  # the load's tail settles
+        idle0 = {n: _cpu_seconds(p) for n, p in pids.items()}
         t0 = time.monotonic()
         time.sleep(s.idle_seconds)
         el = time.monotonic() - t0
-        out["idle_cpu_pct"] = {n: (_cpu_seconds(p) - cpu0[n]) / el * 100 for n, p in pids.items()}
-        out["rss_mb"] = {n: _rss_mib(p) for n, p in pids.items()}
-        log(f"  {who.label} r{rnd}: idle CPU {', '.join(f'{n} {v:.2f}%' for n, v in out['idle_cpu_pct'].items())};"
-            f" RSS {', '.join(f'{n} {v:.1f} MiB' for n, v in out['rss_mb'].items())}")
+        idle = {n: (_cpu_seconds(p) - idle0[n]) / el * 100 for n, p in pids.items()}
+        rss = {n: _rss_mib(p) for n, p in pids.items()}
+        out["idle_cpu_pct"], out["rss_mb"] = idle, rss
+        log(f"  {who.label} r{rnd}: idle CPU {', '.join(f'{n} {v:.2f}%' for n, v in idle.items())};"
+            f" RSS {', '.join(f'{n} {v:.1f} MiB' for n, v in rss.items())}")
         out["failover_s"], out["restarts"] = [], []
         for i in range(s.failovers):
             f, rs = failover_trial(c, api)
@@ -727,7 +734,7 @@ def namespace_main(a: argparse.Namespace) -> int:
     from harness.systems.raftnet import RaftnetSystem
 
     s = Settings(duration=a.duration, warmup=a.warmup, idle_seconds=a.idle_seconds, failovers=a.failovers,
-                 heals=a.heals, heal_window=a.heal_window)
+                 heals=a.heals, heal_window=a.heal_window, settle_pause=0.2 if a.quick else 1.0)
     wanted = [w.strip() for w in a.systems.split(",") if w.strip()]
     unknown = sorted(set(wanted) - {"raftnet", "etcd"})
     if unknown or "raftnet" not in wanted:
@@ -1069,12 +1076,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--heals", type=int, default=3, help="isolate/heal trials per cluster (default 3)")
     p.add_argument("--heal-window", type=float, default=3.0, help="seconds probed after each heal (default 3)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: 1 round, 1 s points, 1 s warm-up and idle, 1 trial each, 1 s after the heal")
+                   help="smoke run: 1 round, 1 s points, no warm-up, 1 s idle, 1 trial each, 1 s after the heal")
     p.add_argument("--no-install", action="store_true", help="never apt-get etcd-server (tests)")
     p.add_argument("--out", type=Path, default=ROOT / "bench-results")
     a = p.parse_args(argv)
     if a.quick:
-        a.rounds, a.duration, a.warmup, a.idle_seconds = 1, 1, 1, 1.0
+        a.rounds, a.duration, a.warmup, a.idle_seconds = 1, 1, 0, 1.0
         a.failovers, a.heals, a.heal_window = 1, 1, 1.0
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
