@@ -50,6 +50,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness.errors import HarnessError  # noqa: E402
 from harness.orchestration.local import LocalCluster, Node, request, wait_for  # noqa: E402
 from harness.systems.base import Endpoint, System  # noqa: E402
 
@@ -781,7 +782,7 @@ def namespace_main(a: argparse.Namespace) -> int:
                 log(f"round {rnd}: {who.label} ({who.system.describe()})")
                 try:
                     runs.append(run_cluster(who, rnd, s, wrk, log))
-                except (RuntimeError, TimeoutError, OSError, subprocess.CalledProcessError) as e:
+                except (HarnessError, RuntimeError, TimeoutError, OSError, subprocess.CalledProcessError) as e:
                     log(f"  {who.label} r{rnd}: ERROR {type(e).__name__}: {str(e)[:300]}")
                     runs.append({"system": who.label, "round": rnd, "error": f"{type(e).__name__}: {e}"})
     elapsed = time.monotonic() - started
