@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help setup setup-dev sysdeps check test test-partitions test-fast bench demo clean-runs clean
 
@@ -13,7 +14,8 @@ help:
 	@echo "make setup-dev         setup plus what only development needs (ruby, for the Vagrantfile check)"
 	@echo "make test              the whole suite (as root it includes the namespace tests)"
 	@echo "make test-partitions   only the namespace scenarios (needs root or user namespaces)"
-	@echo "make bench             throughput, latency and failover figures (JSON in bench-results/)"
+	@echo "make bench             raftnet beside etcd (root: namespaces): throughput, latency, CPU, RSS, failover; ratios"
+	@echo "                       and targets, JSON in bench-results/ (BENCH_ARGS=\"--baseline HEAD~5\" adds that commit)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "make: cannot create a venv; install python3-venv" >&2; exit 2; }
@@ -46,7 +48,7 @@ test-partitions: setup
 	$(BIN)/python -m pytest -n auto -m netns $(PYTEST_ARGS)
 
 bench: setup
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_power.py
 
 DEMO_ARGS ?= --nodes 5 --time 60 --clients 10 --keys 5 --nemesis all

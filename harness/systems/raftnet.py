@@ -5,14 +5,21 @@ Node i runs ``python -m node --id ID --listen IP:7000 --data-dir DIR`` with
 the one port. Status, the committed log (/v1/debug/log), local reads
 (``?stale=true``) and membership (a new node joins through ``--join`` and the
 leader promotes it; removal is ``DELETE /v1/members/ID``) are all offered.
+
+``source`` runs the node code of another checkout (e.g. a ``git worktree`` of an
+older commit, for a before/after benchmark): its directory goes first on the node's
+PYTHONPATH and PYTHONSAFEPATH keeps the working directory off ``sys.path``, so
+``python -m node`` imports that checkout's ``node`` package, whatever the cwd.
 """
 
 from __future__ import annotations
 
 import http.client
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -31,10 +38,11 @@ class RaftnetSystem(BaseSystem):
     features = frozenset(Feature)
 
     def __init__(self, node_args: Sequence[str] = (), *, secret: str | None = None,
-                 python: str | None = None) -> None:
+                 python: str | None = None, source: str | os.PathLike[str] | None = None) -> None:
         self.node_args = [str(a) for a in node_args]
         self.secret = secret
         self.python = python or sys.executable
+        self.source = Path(source).resolve() if source is not None else None
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> RaftnetSystem:
@@ -71,7 +79,10 @@ class RaftnetSystem(BaseSystem):
         return args
 
     def env(self, node: NodeSpec) -> dict[str, str]:
-        return {"PYTHONUNBUFFERED": "1"}
+        env = {"PYTHONUNBUFFERED": "1"}
+        if self.source is not None:
+            env |= {"PYTHONPATH": str(self.source), "PYTHONSAFEPATH": "1"}
+        return env
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.secret}"} if self.secret else {}
@@ -144,4 +155,5 @@ class RaftnetSystem(BaseSystem):
         raise TimeoutError(f"remove {node_id} did not succeed within {timeout:.0f} s: {last}")
 
     def describe(self) -> str:
-        return "raftnet (python -m node)" + (f" {' '.join(self.node_args)}" if self.node_args else "")
+        src = f" from {self.source}" if self.source is not None else ""
+        return f"raftnet (python -m node{src})" + (f" {' '.join(self.node_args)}" if self.node_args else "")
