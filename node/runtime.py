@@ -263,8 +263,11 @@ class Runtime:
     async def _handle_ready(self, rd: Ready) -> None:
         hs = rd.hard_state
         now = rd.messages_now()  # the core's rule: a durable leader's AppendEntries (§10.2.1)
-        if now:
+        # New entries leave before our own write, to be fsynced in parallel with it. Without
+        # them (a commit index moving on) the clients are answered first, then the appends.
+        if now and (rd.entries or rd.snapshot is not None):
             self.transport.send_all(now)
+            now = []
         durable = self.core.log.stable_index
         if rd.entries:
             durable = Index(min(durable, rd.entries[0].index - 1))
@@ -282,6 +285,8 @@ class Runtime:
             with metrics.FSYNC_SECONDS.time():
                 results = await self.storage.save(rd_log)
             self._resolve(rd_log.committed, results)
+        if now:
+            self.transport.send_all(now)
         if rd.snapshot is not None or any(e.kind is EntryKind.CONFIG for e in rd.entries):
             self._note_removals(rd)
         after = rd.messages_after()  # votes, replies, TimeoutNow: only once the write returned
