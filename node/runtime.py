@@ -267,7 +267,7 @@ class Runtime:
         # them (a commit index moving on) the clients are answered first, then the appends.
         if now and (rd.entries or rd.snapshot is not None):
             self.transport.send_all(now)
-            now = []
+            now = ()
         durable = self.core.log.stable_index
         if rd.entries:
             durable = Index(min(durable, rd.entries[0].index - 1))
