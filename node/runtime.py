@@ -104,7 +104,7 @@ class Transport(Protocol):
     refused_by: dict[str, str]  # peer -> why it refuses our batches (a wiped data dir: node/incarnation.py)
 
     async def start(self) -> None: ...
-    def send_all(self, msgs: Sequence[Message]) -> None: ...
+    def send_all(self, msgs: Sequence[Message], lazy: bool = False) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -286,7 +286,9 @@ class Runtime:
                 results = await self.storage.save(rd_log)
             self._resolve(rd_log.committed, results)
         if now:
-            self.transport.send_all(now)
+            # appends that only carry a commit index may wait a moment for the next append;
+            # not while a read waits for its heartbeat round (ReadIndex)
+            self.transport.send_all(now, lazy=bool(rd.committed) and not self._reads)
         if rd.snapshot is not None or any(e.kind is EntryKind.CONFIG for e in rd.entries):
             self._note_removals(rd)
         after = rd.messages_after()  # votes, replies, TimeoutNow: only once the write returned

@@ -73,6 +73,7 @@ PING_S = 1.0  # a stream with no pong within PING_S / 2 of a ping is closed
 REFUSAL_LOG_S = 10.0
 SNAPSHOT_RETRY_S = 0.5  # pause after a failed InstallSnapshot: the core resends at its next heartbeat
 RETRY_S = 0.02  # pause after a failed attempt to reach a peer: Raft retries on its heartbeat anyway
+LINGER_S = 0.005  # a lazy message (a commit notice) waits this long at most for company
 OLD_PEER_RECHECK_S = 30.0  # a peer without /raft/stream is asked again after this long (it may be upgraded)
 
 
@@ -99,6 +100,7 @@ class PeerTransport:
         self._queues: dict[NodeId, deque[Message]] = {}
         self._events: dict[NodeId, asyncio.Event] = {}
         self._tasks: dict[NodeId, asyncio.Task[None]] = {}
+        self._urgent: set[NodeId] = set()  # peers whose queue holds a message that may not linger
         self._streams: dict[NodeId, tuple[str, aiohttp.ClientWebSocketResponse]] = {}  # peer -> (address, ws)
         self._readers: set[asyncio.Task[Any]] = set()
         self._old_peers: dict[str, float] = {}  # address -> when it answered that it has no stream endpoint
@@ -132,7 +134,11 @@ class PeerTransport:
             await self._session.close()
             self._session = None
 
-    def send_all(self, msgs: Sequence[Message]) -> None:
+    def send_all(self, msgs: Sequence[Message], lazy: bool = False) -> None:
+        """Queue ``msgs``. ``lazy`` ones (a leader's commit notices) may wait up to ``LINGER_S``
+        for the next message to the same peer and leave in one frame with it: at one client,
+        the next write's append follows within a millisecond, and a frame and a Ready fewer on
+        both sides is a fifth of a write's CPU."""
         for m in msgs:
             q = self._queues.get(m.dst)
             if q is None:
@@ -143,6 +149,8 @@ class PeerTransport:
                     self._on_snapshot_failed(m.dst)
                 self.dropped += 1
             q.append(m)
+            if not lazy:
+                self._urgent.add(m.dst)
             self._events[m.dst].set()
             if m.dst not in self._tasks and self._session is not None:
                 self._tasks[m.dst] = asyncio.create_task(self._sender(m.dst), name=f"send-{m.dst}")
@@ -150,9 +158,16 @@ class PeerTransport:
     # ------------------------------------------------------------------ one sender per peer
     async def _sender(self, peer: NodeId) -> None:
         q, ev = self._queues[peer], self._events[peer]
+        loop = asyncio.get_running_loop()
         while True:
             await ev.wait()
             ev.clear()
+            if q and peer not in self._urgent:  # only lazy messages: give them company, briefly
+                timer = loop.call_later(LINGER_S, ev.set)
+                await ev.wait()
+                timer.cancel()
+                ev.clear()
+            self._urgent.discard(peer)
             while q:
                 batch, size, snapshots = self._take(peer, q)
                 if batch:

@@ -74,6 +74,7 @@ class Peer:
     def __init__(self, streams: bool = True, refuse: str | None = None) -> None:
         self.streams, self.refuse = streams, refuse
         self.got: list[Message] = []
+        self.frames: list[int] = []  # messages per frame
         self.handshakes: list[dict[str, str]] = []
         self.posts = 0
         self.open: list[web.WebSocketResponse] = []
@@ -91,7 +92,9 @@ class Peer:
         self.open.append(ws)
         async for frame in ws:
             if frame.type is WSMsgType.TEXT:
-                self.got.extend(decode(m) for m in json.loads(frame.data))
+                batch = json.loads(frame.data)
+                self.frames.append(len(batch))
+                self.got.extend(decode(m) for m in batch)
         return ws
 
     async def post(self, request: web.Request) -> web.Response:
@@ -234,3 +237,29 @@ def test_snapshots_to_a_dead_peer_are_paced(monkeypatch: pytest.MonkeyPatch) -> 
 
     failed = [e for e in asyncio.run(main()) if e[0] == "snapshot_failed"]
     assert 1 <= len(failed) <= 5, failed
+
+
+def test_a_lazy_message_leaves_with_the_next_one_or_alone_after_the_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node.transport, "LINGER_S", 0.5)
+
+    async def main() -> tuple[list[int], list[int]]:
+        async with Peer() as peer:
+            t = transport(peer.address, Snapshot(install(1).meta, b""), [])
+            await t.start()
+            try:
+                t.send_all([heartbeat(1)])  # opens the stream
+                await until(lambda: len(peer.got) == 1)
+                t.send_all([heartbeat(2)], lazy=True)  # a commit notice ...
+                await asyncio.sleep(0.05)
+                t.send_all([heartbeat(3)])  # ... and the next append, a moment later: one frame
+                await until(lambda: len(peer.got) == 3)
+                together = list(peer.frames)
+                t.send_all([heartbeat(4)], lazy=True)  # nothing follows: it leaves on its own
+                await until(lambda: len(peer.got) == 4)
+            finally:
+                await t.close()
+            return together, peer.frames
+
+    together, frames = asyncio.run(main())
+    assert together == [1, 2]
+    assert frames == [1, 2, 1]

@@ -199,6 +199,7 @@ class RecordingTransport:
         self.storage = storage
         self.events = events
         self.out: list[Message] = []  # sent and not yet taken by the test
+        self.lazy: list[Message] = []  # sent with leave to wait for the next message (commit notices)
         self.sent = 0
         self.dropped = 0
         self.refused_by: dict[str, str] = {}
@@ -206,7 +207,9 @@ class RecordingTransport:
     async def start(self) -> None:
         pass
 
-    def send_all(self, msgs: Sequence[Message]) -> None:
+    def send_all(self, msgs: Sequence[Message], lazy: bool = False) -> None:
+        if lazy:
+            self.lazy.extend(msgs)
         for m in msgs:
             self.out.append(m)
             self.sent += 1

@@ -339,6 +339,32 @@ def test_read_confirmed_by_a_majority_is_served() -> None:
     run(scenario())
 
 
+@pytest.mark.parametrize("reading", [False, True], ids=["no-read", "read-pending"])
+def test_commit_notices_may_linger_unless_a_read_waits_for_its_round(reading: bool) -> None:
+    """The appends that only carry a new commit index are sent lazily (the transport may hold
+    them a moment for the next append); a pending ReadIndex read needs its round at once."""
+
+    async def scenario() -> None:
+        async with Bed() as bed:
+            await bed.elect_and_commit()
+            write = asyncio.ensure_future(bed.rt.write({"op": "put", "key": "k", "value": "v"}))
+            await bed.settle()
+            read = asyncio.ensure_future(bed.rt.read_barrier()) if reading else None
+            await bed.settle()
+            bed.transport.lazy.clear()
+            bed.ack("n2")  # commits the write: its notice goes to n2 and n3
+            assert (await bed.outcome(write, "the write"))["index"] == 2
+            notices = [m for m in bed.transport.out if isinstance(m, AppendEntries) and m.leader_commit == 2]
+            assert notices
+            if reading:
+                assert not bed.transport.lazy
+                assert read is not None and (await bed.outcome(read, "the read")) is None
+            else:
+                assert bed.transport.lazy == notices
+
+    run(scenario())
+
+
 def test_write_on_a_follower_names_the_leader_or_is_503() -> None:
     async def scenario() -> None:
         async with Bed() as bed:
