@@ -1,14 +1,18 @@
-"""Bad input on the peer endpoint ``POST /raft/messages`` and garbage on the
-raw socket: a clear 4xx, and the node stays healthy and keeps its data."""
+"""Bad input on the peer endpoints (``POST /raft/messages``, ``GET /raft/stream``) and
+garbage on the raw socket: a clear 4xx or a closed stream, and the node stays healthy
+and keeps its data."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import socket
 import uuid
 from functools import partial
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.node.conftest import kv
@@ -119,4 +123,49 @@ def test_garbage_on_a_raw_socket_leaves_the_node_healthy(shared_cluster: LocalCl
             assert reply == b"" or re.match(rb"HTTP/1\.[01] 4\d\d ", reply), (p[:40], reply)
         # a connection opened and dropped without a byte
         socket.create_connection((host, int(port)), timeout=5).close()
+    still_healthy(c, *written)
+
+
+def test_bad_input_on_the_peer_stream_is_refused_or_closes_it_and_is_harmless(
+        shared_cluster: LocalCluster, written: tuple[str, str]) -> None:
+    """``GET /raft/stream``: a bad handshake is a 4xx before any upgrade; a bad frame
+    closes the stream (1007 malformed, 1003 binary); the node stays healthy."""
+    c = shared_cluster
+    target = c.leader()
+    cluster = target.status()["cluster_id"]
+    other = next(i for i in c.nodes if i != target.id)
+    good = {"X-Raftnet-Cluster": cluster, "X-Raftnet-From": other, "X-Raftnet-Addr": "127.0.0.1:1"}
+
+    async def handshake(headers: dict[str, str]) -> int:
+        async with aiohttp.ClientSession() as s:
+            try:
+                async with s.ws_connect(f"http://{target.address}/raft/stream", headers=headers):
+                    return 101
+            except aiohttp.WSServerHandshakeError as e:
+                return e.status
+
+    async def frame(send: Any) -> tuple[str, int | None]:
+        async with aiohttp.ClientSession() as s, s.ws_connect(f"http://{target.address}/raft/stream",
+                                                             headers=good) as ws:
+            first = await ws.receive(timeout=5)
+            await send(ws)
+            closed = await ws.receive(timeout=5)
+            assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), closed
+            return first.data, ws.close_code
+
+    assert asyncio.run(handshake({**good, "X-Raftnet-Cluster": "another"})) == 403
+    assert asyncio.run(handshake({k: v for k, v in good.items() if k != "X-Raftnet-Cluster"})) == 403
+    assert asyncio.run(handshake({**good, "X-Raftnet-From": "bad id!"})) == 400
+    assert asyncio.run(handshake({**good, "X-Raftnet-Incarnation": "not valid!"})) == 400
+    for send, code in [
+        (lambda ws: ws.send_str("\x00garbage{{"), 1007),
+        (lambda ws: ws.send_str('{"not": "a list"}'), 1007),
+        (lambda ws: ws.send_str(json.dumps([append_entries(other, "someone-else")])), 1007),
+        (lambda ws: ws.send_str(json.dumps([append_entries("impostor", target.id)])), 1007),
+        (lambda ws: ws.send_str(json.dumps([{"t": "AppendEntries", "term": -1}])), 1007),
+        (lambda ws: ws.send_bytes(b"\x01\x02"), 1003),
+    ]:
+        admitted, got = asyncio.run(frame(send))
+        assert admitted == '{"admitted":true}'
+        assert got == code
     still_healthy(c, *written)

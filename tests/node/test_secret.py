@@ -49,6 +49,10 @@ def test_wrong_or_missing_secret_is_403_and_the_cluster_works_with_it(local_clus
             for method, path, body in calls:
                 r = request(n.address, method, path, body, headers=headers)
                 assert (r.status, r.body["error"]) == (403, "forbidden"), (n.id, headers, method, path, r.body)
+            # the peer stream's handshake too, even with the right cluster id
+            r = request(n.address, "GET", "/raft/stream", headers={**headers, "X-Raftnet-Cluster": cluster_id,
+                                                                   "X-Raftnet-From": "n1"})
+            assert r.status == 403 and "secret" in r.body["message"], (n.id, headers, r.body)
             # the health check needs no secret
             assert request(n.address, "GET", "/v1/health", headers=headers).status == 200
     # nothing was changed by the refused calls
