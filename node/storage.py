@@ -207,9 +207,7 @@ class MemoryStorage:
         return self.apply(rd.committed, fsm) if rd.committed else []
 
     def needs_sync(self, rd: Ready) -> bool:
-        return bool(rd.entries) or rd.snapshot is not None or (
-            rd.hard_state is not None and (rd.hard_state.term, rd.hard_state.voted_for)
-            != (self.hard_state.term, self.hard_state.voted_for))
+        return needs_sync(rd, (self.hard_state.term, self.hard_state.voted_for))
 
     def apply(self, committed: tuple[Entry, ...], fsm: StateMachine) -> list[Result | None]:
         assert all(e.index in self.log or e.index <= self.snap.meta.index for e in committed), \
@@ -369,11 +367,7 @@ class SqliteStorage:
 
     # ------------------------------------------------------------------ the hot path
     def needs_sync(self, rd: Ready) -> bool:
-        """Entries, a snapshot, a term or a vote must be fsynced; the commit index alone need
-        not (it is volatile state in Raft, §5: a restart with an older one only re-learns it)."""
-        hs = rd.hard_state
-        return bool(rd.entries) or rd.snapshot is not None or (
-            hs is not None and (hs.term, hs.voted_for) != self._term_vote)
+        return needs_sync(rd, self._term_vote)
 
     def save(self, rd: Ready, fsm: StateMachine) -> list[Result | None]:
         hs = rd.hard_state
@@ -477,6 +471,15 @@ class SqliteStorage:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def needs_sync(rd: Ready, term_vote: tuple[int, str | None] | None) -> bool:
+    """Must the write of ``rd`` be fsynced, given the term and vote durable now? Entries, a
+    snapshot, a new term or vote must; the commit index alone need not (it is volatile state
+    in Raft, §5: a restart with an older one only re-learns it)."""
+    hs = rd.hard_state
+    return bool(rd.entries) or rd.snapshot is not None or (
+        hs is not None and (hs.term, hs.voted_for) != term_vote)
 
 
 def new_incarnation() -> str:
