@@ -20,7 +20,7 @@ import json
 import sqlite3
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .raft import Entry, EntryKind, Index
@@ -40,7 +40,8 @@ _SESSION_SQL = {
 class StateMachine(Protocol):
     applied: Index
 
-    def apply(self, conn: sqlite3.Connection | None, entries: Iterable[Entry]) -> list[Result | None]: ...
+    def apply(self, conn: sqlite3.Connection | None, entries: Iterable[Entry],
+              into: Writes | None = None) -> list[Result | None]: ...
     def serialize(self) -> bytes: ...
     def restore(self, conn: sqlite3.Connection | None, data: bytes, index: Index) -> None: ...
 
@@ -52,6 +53,30 @@ class Image:
     applied: Index
     kv: dict[str, tuple[str, int]]
     sessions: dict[str, dict[int, tuple[str, int]]]
+
+
+@dataclass
+class Writes:
+    """The row changes of applied entries, for the ``kv`` and ``sessions`` tables: what
+    ``apply`` writes, kept to be written in a later transaction. Merging later entries
+    into it keeps the order that matters: the last change of each key wins, and session
+    row changes stay in entry order (an eviction followed by the same client's return
+    must leave the new row in place)."""
+
+    kv: dict[str, tuple[str, int] | None] = field(default_factory=dict)  # key -> (value, mod), None: deleted
+    sessions: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)  # ("put"|"drop"|"evict", args)
+    entries: int = 0  # entries applied into it
+    applied: Index = Index(0)  # the applied index these rows bring the tables to
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        ups = [(k, v[0], v[1]) for k, v in self.kv.items() if v is not None]
+        dels = [(k,) for k, v in self.kv.items() if v is None]
+        if ups:
+            conn.executemany("INSERT OR REPLACE INTO kv(key, value, mod) VALUES (?, ?, ?)", ups)
+        if dels:
+            conn.executemany("DELETE FROM kv WHERE key = ?", dels)
+        for kind, group in itertools.groupby(self.sessions, key=lambda op: op[0]):
+            conn.executemany(_SESSION_SQL[kind], [args for _, args in group])
 
 
 def serialize_image(image: Image, chunk: int = 2_000) -> bytes:
@@ -106,15 +131,18 @@ class KVStateMachine:
         return dict(json.loads(hit[0])) if hit is not None else None
 
     # ------------------------------------------------------------------ apply
-    def apply(self, conn: sqlite3.Connection | None, entries: Iterable[Entry]) -> list[Result | None]:
+    def apply(self, conn: sqlite3.Connection | None, entries: Iterable[Entry],
+              into: Writes | None = None) -> list[Result | None]:
+        """Apply ``entries`` in memory and return their results. Their row changes are written
+        on ``conn`` now, or, with ``into``, added to those ``Writes`` for a later transaction
+        (node/storage.py); with neither (conn None), memory only."""
         out: list[Result | None] = []
-        kv_rows: dict[str, tuple[str, int] | None] = {}
-        # Session row changes, in entry order: an eviction followed by the same client's
-        # return within one batch must leave the new row in place.
-        sess_ops: list[tuple[str, tuple[Any, ...]]] = []  # ("put", row) / ("drop", (c, seq)) / ("evict", (c,))
+        writes = into if into is not None else Writes()
+        kv_rows, sess_ops = writes.kv, writes.sessions
         for e in entries:
             assert e.index == self.applied + 1, f"apply {e.index} after {self.applied}"
             self.applied = e.index
+            writes.entries += 1
             if e.kind is not EntryKind.NORMAL:
                 out.append(None)
                 continue
@@ -143,15 +171,9 @@ class KVStateMachine:
                     del self.sessions[victim], self.session_last[victim]
                     sess_ops.append(("evict", (victim,)))
             out.append(result)
-        if conn is not None:
-            ups = [(k, v[0], v[1]) for k, v in kv_rows.items() if v is not None]
-            dels = [(k,) for k, v in kv_rows.items() if v is None]
-            if ups:
-                conn.executemany("INSERT OR REPLACE INTO kv(key, value, mod) VALUES (?, ?, ?)", ups)
-            if dels:
-                conn.executemany("DELETE FROM kv WHERE key = ?", dels)
-            for kind, group in itertools.groupby(sess_ops, key=lambda op: op[0]):
-                conn.executemany(_SESSION_SQL[kind], [args for _, args in group])
+        writes.applied = self.applied
+        if into is None and conn is not None:
+            writes.write(conn)
         return out
 
     def _execute(self, cmd: dict[str, Any], index: int, rows: dict[str, tuple[str, int] | None]) -> Result:

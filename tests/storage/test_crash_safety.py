@@ -1,7 +1,12 @@
 """A child process saves Readys in a loop and is SIGKILLed at a random moment;
 the reopened database must be consistent: nothing reported durable is
 missing, no entry is torn, and the state machine equals the stored log
-applied up to the stored applied index."""
+applied up to the stored applied index.
+
+A Ready that only commits and applies writes nothing at once (node/storage.py:
+its rows wait for the next transaction), so the child reports the commit and
+applied index as of its last transaction: an entries write, a flush (explicit,
+or past DEFER_MAX, small for some seeds) or a compaction."""
 
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from tests.storage.workload import MEMBERSHIP, entry
 path, seed = Path(sys.argv[1]), int(sys.argv[2])
 rng = random.Random(seed)
 s = SqliteStorage(path)
+s.DEFER_MAX = rng.choice([1_000, 1_000, 3])
 fsm = KVStateMachine()
 st = s.load(fsm)
 if st.empty:
@@ -41,13 +47,18 @@ log = {e.index: e for e in st.entries}
 snap = st.snapshot.index
 term, commit = max(1, st.hard_state.term), st.hard_state.commit
 last = snap + len(st.entries)
+durable = (commit, fsm.applied)  # as of the last transaction
 
 def save(entries=(), new_commit=None):
-    global last, commit
+    global last, commit, durable
     if new_commit is not None:
         commit = new_commit
     committed = tuple(log[i] for i in range(fsm.applied + 1, commit + 1)) if new_commit is not None else ()
     s.save(Ready(HardState(Term(term), NodeId("n1"), Index(commit)), tuple(entries), None, (), committed, ()), fsm)
+    if entries:                                          # an fsynced transaction: all of it is on disk
+        durable = (commit, fsm.applied)
+    elif s.deferred == 0:                                # past DEFER_MAX: the rows went, this commit index not
+        durable = (durable[0], fsm.applied)
 
 while True:
     x = rng.random()
@@ -65,13 +76,17 @@ while True:
         log.update((e.index, e) for e in es)
         last = es[-1].index
         save(es)
-    elif x < 0.93:                                      # commit and apply
+    elif x < 0.88:                                      # commit and apply
         save((), rng.randint(commit + 1, last))
+    elif x < 0.93:                                      # what waits is written (ThreadedStorage, on a timer)
+        s.flush()
+        durable = (commit, fsm.applied)
     elif fsm.applied > snap:                            # compaction
         meta = SnapshotMeta(Index(fsm.applied), log[fsm.applied].term, MEMBERSHIP)
         s.save_snapshot(meta, fsm.serialize())
         snap = meta.index
-    print(json.dumps({"commit": commit, "applied": fsm.applied, "snap": snap, "term": term}), flush=True)
+        durable = (commit, fsm.applied)
+    print(json.dumps({"commit": durable[0], "applied": durable[1], "snap": snap, "term": term}), flush=True)
 '''
 
 

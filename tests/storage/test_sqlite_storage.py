@@ -312,3 +312,85 @@ def test_the_snapshot_image_is_cached_at_load(db: Path) -> None:
     s2, _, _ = reopen(db)
     s2.conn.close()  # any query now fails
     assert s2.snapshot().meta == meta
+
+
+# ---------------------------------------------------------------------- applied rows wait for a transaction
+
+
+def _on_disk(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """What another connection sees: the kv table and the meta rows."""
+    conn = sqlite3.connect(path)
+    try:
+        return (dict(conn.execute("SELECT key, value FROM kv")), dict(conn.execute("SELECT key, value FROM meta")))
+    finally:
+        conn.close()
+
+
+def test_a_ready_that_only_commits_applies_in_memory_and_its_rows_go_with_the_next_transaction(db: Path) -> None:
+    s, fsm, _ = reopen(db)
+    s.save(ready(HardState(Term(2), NodeId("n1"), Index(0)), ENTRIES[:4]), fsm)
+    results = s.save(ready(HardState(Term(2), NodeId("n1"), Index(4)), committed=ENTRIES[:4]), fsm)
+    assert results == [{"index": 1}, None, {"index": 3}, {"index": 4}]
+    assert fsm.applied == 4 and fsm.kv["a"] == ("2", 4) and fsm.cached("c1", 2) == {"index": 4}
+    assert s.deferred == 4
+    kv, meta = _on_disk(db)
+    assert kv == {} and (meta["applied"], meta["commit"]) == ("0", "0"), "a commit alone was written at once"
+    # the next transaction (entries: fsynced) writes them first
+    s.save(ready(None, ENTRIES[4:6]), fsm)
+    kv, meta = _on_disk(db)
+    assert kv == {"a": "2", "b": "é😀\x00"} and (meta["applied"], meta["commit"]) == ("4", "4")
+    assert s.deferred == 0
+    s.close()
+    _, fsm2, st = reopen(db)
+    assert st.applied == 4 and fsm2.kv == fsm.kv and fsm2.sessions == fsm.sessions
+
+
+def test_flush_writes_what_waits_and_so_does_close(db: Path) -> None:
+    s, fsm, _ = reopen(db)
+    s.save(ready(HardState(Term(2), NodeId("n1"), Index(0)), ENTRIES), fsm)
+    s.apply(ENTRIES[:3], fsm)
+    s.flush()
+    assert _on_disk(db)[1]["applied"] == "3" and s.deferred == 0
+    s.save(ready(HardState(Term(2), NodeId("n1"), Index(8)), committed=ENTRIES[3:]), fsm)
+    assert _on_disk(db)[1]["applied"] == "3"
+    s.close()
+    _, fsm2, st = reopen(db)
+    assert st.applied == 8 and st.hard_state.commit == 8 and fsm2.kv == fsm.kv == {"a": ("2", 4), "b": (
+        "é😀\x00", 3), "c": ("3", 7)}
+
+
+def test_rows_wait_for_at_most_defer_max_entries(db: Path) -> None:
+    s, fsm, _ = reopen(db)
+    s.DEFER_MAX = 3
+    s.save(ready(HardState(Term(2), NodeId("n1"), Index(0)), ENTRIES), fsm)
+    s.save(ready(HardState(Term(2), NodeId("n1"), Index(2)), committed=ENTRIES[:2]), fsm)
+    assert _on_disk(db)[1]["applied"] == "0"
+    s.save(ready(HardState(Term(2), NodeId("n1"), Index(3)), committed=ENTRIES[2:3]), fsm)
+    kv, meta = _on_disk(db)
+    assert (meta["applied"], meta["commit"]) == ("3", "3") and kv == {"a": "1", "b": "é😀\x00"}
+    s.close()
+
+
+def test_a_crash_before_the_rows_are_written_replays_them_from_the_log(db: Path) -> None:
+    s, fsm, _ = reopen(db)
+    s.save(ready(HardState(Term(2), NodeId("n1"), Index(2)), ENTRIES, committed=ENTRIES[:2]), fsm)
+    s.save(ready(HardState(Term(2), NodeId("n1"), Index(8)), committed=ENTRIES[2:]), fsm)
+    s.conn.close()  # the process dies: what waited in memory is gone
+    _, fsm2, st = reopen(db)
+    assert st.applied == 2 and st.hard_state.commit == 2 and st.entries == ENTRIES
+    # the log still has them: applying it again gives the same state and the same session outcomes
+    fsm2.apply(None, [e for e in st.entries if e.index > st.applied])
+    assert fsm2.kv == fsm.kv and fsm2.sessions == fsm.sessions and fsm2.applied == 8
+
+
+def test_an_installed_snapshot_goes_after_the_rows_that_waited(db: Path) -> None:
+    s, fsm, _ = reopen(db)
+    s.save(ready(HardState(Term(2), NodeId("n1"), Index(0)), ENTRIES[:2]), fsm)
+    s.apply(ENTRIES[:2], fsm)
+    theirs = KVStateMachine()
+    theirs.apply(None, [cmd(i, 2, "put", "t", value=str(i)) for i in range(1, 11)])
+    snap = Snapshot(SnapshotMeta(Index(10), Term(2), MEMBERSHIP), theirs.serialize())
+    s.save(ready(HardState(Term(2), NodeId("n1"), Index(10)), snapshot=snap), fsm)
+    s.close()
+    _, fsm2, st = reopen(db)
+    assert st.applied == 10 and fsm2.kv == theirs.kv == {"t": ("10", 10)}
