@@ -268,6 +268,8 @@ class Runtime:
         if now and (rd.entries or rd.snapshot is not None):
             self.transport.send_all(now)
             now = ()
+            # let the senders write them now, before our write takes the loop or the GIL
+            await asyncio.sleep(0)
         durable = self.core.log.stable_index
         if rd.entries:
             durable = Index(min(durable, rd.entries[0].index - 1))
@@ -294,6 +296,7 @@ class Runtime:
         after = rd.messages_after()  # votes, replies, TimeoutNow: only once the write returned
         if after:
             self.transport.send_all(after)
+            await asyncio.sleep(0)  # a follower's reply is on its leader's clients' path: out first
         self.core.advance(rd)
         if rd.snapshot is not None:
             for idx in [i for i in self._waiters if i <= rd.snapshot.meta.index]:

@@ -203,6 +203,7 @@ class RecordingTransport:
         self.sent = 0
         self.dropped = 0
         self.refused_by: dict[str, str] = {}
+        self.writes_later = False  # True: messages leave on the loop's next turn, not in send_all
 
     async def start(self) -> None:
         pass
@@ -210,6 +211,13 @@ class RecordingTransport:
     def send_all(self, msgs: Sequence[Message], lazy: bool = False) -> None:
         if lazy:
             self.lazy.extend(msgs)
+        if self.writes_later:
+            # as PeerTransport does: a sender task writes them, once the loop lets it run
+            asyncio.get_running_loop().call_soon(self._write, msgs)
+        else:
+            self._write(msgs)
+
+    def _write(self, msgs: Sequence[Message]) -> None:
         for m in msgs:
             self.out.append(m)
             self.sent += 1

@@ -220,6 +220,29 @@ def test_a_leader_answers_a_durable_committed_write_before_the_fsync_of_the_next
     run(scenario())
 
 
+def test_a_leaders_appends_leave_before_its_own_write_starts() -> None:
+    """The real transport writes from a task per peer: the drive loop lets those run before
+    it starts its own write, which would otherwise hold the loop or contend with it for the
+    GIL, and the followers' fsyncs (on the clients' path) would start later."""
+
+    async def scenario() -> None:
+        async with Bed() as bed:
+            await bed.elect_and_commit()
+            bed.transport.writes_later = True
+            bed.storage.save_gate.hold()
+            asyncio.ensure_future(bed.rt.write({"op": "put", "key": "k", "value": "v"}))
+            await bed.settle()
+            begin = next(i for i, ev in enumerate(bed.events) if isinstance(ev, SaveBegin) and ev.rd.entries
+                         and ev.rd.entries[-1].index == 2)
+            sent = [i for i, ev in enumerate(bed.events)
+                    if isinstance(ev, Sent) and isinstance(ev.msg, AppendEntries) and ev.msg.entries
+                    and ev.msg.entries[-1].index == 2]
+            assert len(sent) == 2, "the appends of entry 2 never left"
+            assert max(sent) < begin, "the leader's own write started before its appends were written"
+
+    run(scenario())
+
+
 # ---------------------------------------------------------------------- the checker itself
 
 
