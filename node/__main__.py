@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import errno
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -305,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    # Everything alive now (modules, aiohttp, the state loaded from disk) lives as long as the
+    # process: out of the collector's sight, a full collection walks only what came since. Its
+    # pauses were the tail of the latency (issue 11, 64 clients: write p99 22 -> 12 ms,
+    # linearizable read p99 16 -> 6.5 ms). No gc.collect() first: it would cost the restart ~10 ms.
+    gc.freeze()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(serve(cfg, storage, fsm, state, sock))
 

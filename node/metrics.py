@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,4 +71,17 @@ def render(gauges: dict[str, float], extra: Callable[[], str] | None = None) -> 
         out.append(f'raftnet_http_responses_total{{status="{status}"}} {n}\n')
     for name, v in gauges.items():
         out.append(f"# TYPE {name} gauge\n{name} {v}\n")
+    out.append(_gc())
     return "".join(out)
+
+
+def _gc() -> str:
+    """The Python collector: collections per generation, and the objects frozen at start-up
+    (node/__main__.py), which no collection walks."""
+    lines = ["# HELP raftnet_gc_collections_total Garbage collections by generation.",
+             "# TYPE raftnet_gc_collections_total counter"]
+    for generation, stats in enumerate(gc.get_stats()):
+        lines.append(f'raftnet_gc_collections_total{{generation="{generation}"}} {stats["collections"]}')
+    lines += ["# HELP raftnet_gc_frozen_objects Objects frozen at start-up, outside every collection.",
+              "# TYPE raftnet_gc_frozen_objects gauge", f"raftnet_gc_frozen_objects {gc.get_freeze_count()}"]
+    return "\n".join(lines) + "\n"
