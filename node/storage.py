@@ -1,25 +1,26 @@
 """Durable storage of one node: hard state, log, snapshot and the state
 machine's tables, in one SQLite database (WAL, synchronous=FULL).
 
-Fsync discipline: ``save`` writes a whole Ready in ONE transaction (snapshot,
-entries, term/vote/commit, then the committed entries applied to the state
-machine and the applied index) and commits it before the driver sends any
-message of that Ready. A transaction that carries log or term/vote changes is
-fsynced (synchronous=FULL).
+Fsync discipline: ``save`` writes what a Ready must make durable (a snapshot,
+entries, a new term or vote) in ONE transaction, fsynced (synchronous=FULL),
+and returns before the driver sends any message of that Ready that must wait
+for it.
 
-A Ready without them (committed entries to apply, a commit index moving on)
-writes nothing at once: the entries are applied in memory, and their row
-changes (``Writes``), the applied index and the commit index wait for the next
-transaction, which writes them first, in order (at the latest after
-``DEFER_MAX`` entries, or when the owner calls ``flush``: ThreadedStorage
-does within ``FLUSH_S``). This is safe because both indexes are volatile in
-Raft and the entries are durable in the log: a crash or power cut can at
-worst make the node re-apply them from its log, and the tables on disk always
-match the applied index on disk (etcd's backend commits its batch the same
-way). It spares the leader a transaction per write on its clients' path.
+Committed entries are applied in memory at once, and their row changes
+(``Writes``), the applied index and the commit index wait: they are written
+together, in order, when the owner calls ``flush`` (ThreadedStorage does
+within ``FLUSH_S``), when ``DEFER_MAX`` entries wait, and before a snapshot is
+stored. A Ready that only commits therefore writes nothing, and an fsynced
+one carries only its log entries (and a new term or vote): one page, not
+four, on the clients' path of every write. This is safe because both indexes
+are volatile in Raft and the entries are durable in the log: a crash or power
+cut can at worst make the node re-apply them from its log, and the tables on
+disk always match the applied index on disk (etcd's backend commits its batch
+the same way).
 
 An I/O error or a corrupt row raises and stops the process: a restart from
-disk is always safe, running on after a failed write is not.
+disk is always safe, running on after a failed write is not (nor is writing
+what waits in memory then: it may cover entries that never reached the log).
 
 Incarnations (issue 10): each data dir gets a random ``incarnation`` id when
 it is bootstrapped (or, for a data dir from before, when it is first loaded),
@@ -85,6 +86,8 @@ class LogStore(Protocol):
     def apply(self, committed: tuple[Entry, ...], fsm: StateMachine) -> list[Result | None]: ...
     @property
     def deferred(self) -> int: ...  # applied entries whose rows are not written yet
+    @property
+    def waiting(self) -> bool: ...  # rows, or a commit index, not written yet
     def flush(self) -> None: ...  # write them now
     def save_snapshot(self, meta: SnapshotMeta, data: bytes, keep_from: int | None = None) -> None: ...
     def snapshot(self) -> Snapshot: ...
@@ -123,8 +126,8 @@ class ThreadedStorage:
     fsync itself):
 
     - one that needs no fsync (applying committed entries, moving the commit index): it only
-      applies in memory, its rows wait for the next transaction (SqliteStorage), and a timer
-      writes them within ``FLUSH_S`` if no transaction comes;
+      applies in memory (SqliteStorage: the rows wait; a timer has the worker write them
+      within ``FLUSH_S``);
     - one that nothing overlaps: a Ready none of whose messages may leave before it is
       durable (a follower's entries, a vote), on a disk whose last fsynced write took under
       ``INLINE_SYNC_MAX_S``. The loop would only wait for it anyway; a leader's write, which
@@ -133,7 +136,7 @@ class ThreadedStorage:
 
     INLINE_MAX = 128  # entries applied at once on the loop at most: a big batch would stall it
     INLINE_SYNC_MAX_S = 0.005  # a disk slower than this blocks the worker, never the loop
-    FLUSH_S = 0.1  # rows of applied entries wait this long at most for a transaction to take them
+    FLUSH_S = 0.1  # rows of applied entries wait about this long before the worker writes them
 
     def __init__(self, store: LogStore, fsm: KVStateMachine) -> None:
         self.store = store
@@ -142,6 +145,8 @@ class ThreadedStorage:
         self._pending = 0  # calls handed to the worker and not finished: nothing may overtake them
         self._last_sync_s = 0.0  # how long the last fsynced write took (inline, or in the worker)
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None  # a flush that failed: the next call raises it
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         self._pending += 1
@@ -151,12 +156,18 @@ class ThreadedStorage:
             self._pending -= 1
 
     async def save(self, rd: Ready) -> list[Result | None]:
+        try:
+            return await self._save(rd)
+        finally:
+            self._flush_later()
+
+    async def _save(self, rd: Ready) -> list[Result | None]:
+        if self._failed is not None:
+            raise self._failed
         sync = self.store.needs_sync(rd)
         if self._pending == 0 and len(rd.committed) <= self.INLINE_MAX:
             if not sync:
-                results = self.store.save(rd, self.fsm)
-                self._flush_later()
-                return results
+                return self.store.save(rd, self.fsm)
             if not rd.messages_now() and self._last_sync_s < self.INLINE_SYNC_MAX_S:
                 start = time.perf_counter()
                 try:
@@ -171,22 +182,34 @@ class ThreadedStorage:
                 self._last_sync_s = time.perf_counter() - start
 
     async def apply(self, committed: tuple[Entry, ...]) -> list[Result | None]:
-        if self._pending == 0 and len(committed) <= self.INLINE_MAX:
-            results = self.store.apply(committed, self.fsm)
+        if self._failed is not None:
+            raise self._failed
+        try:
+            if self._pending == 0 and len(committed) <= self.INLINE_MAX:
+                return self.store.apply(committed, self.fsm)
+            return await self._run(self.store.apply, committed, self.fsm)
+        finally:
             self._flush_later()
-            return results
-        return await self._run(self.store.apply, committed, self.fsm)
 
     def _flush_later(self) -> None:
-        if self._flush_timer is None and self.store.deferred:
+        if self._flush_timer is None and self._flushing is None and self.store.waiting:
             self._flush_timer = asyncio.get_running_loop().call_later(self.FLUSH_S, self._flush)
 
     def _flush(self) -> None:
+        """Have the worker write what waits (never the loop: that can be a thousand rows)."""
         self._flush_timer = None
-        if self._pending:  # the worker's transaction takes the rows first; look again later
-            self._flush_later()
-        elif self.store.deferred:
-            self.store.flush()
+        if self.store.waiting:
+            self._flushing = asyncio.ensure_future(self._run(self.store.flush))
+            self._flushing.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        self._flushing = None
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            self._failed = task.exception()  # the drive loop's next write raises it and stops the node
+            return
+        self._flush_later()
 
     async def capture(self) -> Image:
         return await self._run(self.fsm.capture)
@@ -213,6 +236,8 @@ class ThreadedStorage:
     async def close(self) -> None:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
+        if self._flushing is not None:
+            await asyncio.wait([self._flushing])
         self._executor.shutdown(wait=True)
         self.store.close()  # writes what waits
 
@@ -299,6 +324,10 @@ class MemoryStorage:
     def deferred(self) -> int:
         return 0  # memory is where this store keeps everything
 
+    @property
+    def waiting(self) -> bool:
+        return False
+
     def flush(self) -> None:
         pass
 
@@ -307,7 +336,7 @@ class MemoryStorage:
 
 
 class SqliteStorage:
-    DEFER_MAX = 1_000  # applied entries whose rows may wait for the next transaction, at most
+    DEFER_MAX = 1_000  # applied entries whose rows may wait, at most
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -322,6 +351,7 @@ class SqliteStorage:
         self._set_sync("FULL")
         self._deferred = Writes()  # applied, not written yet (see the module docstring)
         self._deferred_commit: int | None = None
+        self._failed: BaseException | None = None  # a write or an apply failed: write nothing more
         self._create()
         # SQLite syncs the directory when it creates the WAL, not when it creates the
         # database file: make the file's directory entry durable ourselves.
@@ -351,15 +381,19 @@ class SqliteStorage:
         # added after schema 1 shipped; a data dir from before gets it on its first open
         self.conn.execute("CREATE TABLE IF NOT EXISTS peers (id TEXT PRIMARY KEY, incarnation TEXT NOT NULL)")
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self.conn, self._write_deferred)
+    def _tx(self, flush: bool = True) -> _Transaction:
+        """A transaction; with ``flush``, what waits is written in it first."""
+        if self._failed is not None:
+            # what waits in memory may cover a write that never happened: a restart from
+            # disk is safe, writing more is not
+            raise StorageError(f"an earlier write failed: {self._failed!r}")
+        return _Transaction(self.conn, self._write_deferred if flush else None)
 
-    def _write_deferred(self) -> Callable[[], None] | None:
-        """In a transaction: write what waits (rows, applied and commit index) first; return
-        what to call once it commits, or None when nothing waited."""
+    def _write_deferred(self, tx: _Transaction) -> None:
+        """In ``tx``: write what waits (rows, applied and commit index); forget it once committed."""
         w, commit = self._deferred, self._deferred_commit
         if not w.entries and commit is None:
-            return None
+            return
         w.write(self.conn)
         meta: dict[str, str] = {}
         if w.entries:
@@ -369,8 +403,11 @@ class SqliteStorage:
         self._set_meta(**meta)
 
         def written() -> None:
-            self._deferred, self._deferred_commit = Writes(), None
-        return written
+            if self._deferred is w:
+                self._deferred = Writes()
+            if self._deferred_commit == commit:
+                self._deferred_commit = None
+        tx.on_commit(written)
 
     def _meta(self) -> dict[str, str]:
         return {k: v for k, v in self.conn.execute("SELECT key, value FROM meta")}
@@ -455,14 +492,21 @@ class SqliteStorage:
         return needs_sync(rd, self._term_vote)
 
     def save(self, rd: Ready, fsm: StateMachine) -> list[Result | None]:
+        try:
+            return self._save(rd, fsm)
+        except BaseException as e:
+            self._failed = e
+            raise
+
+    def _save(self, rd: Ready, fsm: StateMachine) -> list[Result | None]:
         hs = rd.hard_state
-        if not self.needs_sync(rd):  # nothing the log needs: apply now, write with the next transaction
-            if hs is not None:
-                self._deferred_commit = hs.commit  # first: a flush past DEFER_MAX writes it with the rows
+        if hs is not None:
+            self._deferred_commit = hs.commit  # first: a write of what waits takes it along
+        if not self.needs_sync(rd):  # nothing the log needs: apply now, write later
             return self.apply(rd.committed, fsm) if rd.committed else []
         self._set_sync("FULL")
         c = self.conn
-        with self._tx():
+        with self._tx(flush=False) as tx:
             if rd.snapshot is not None:
                 s = rd.snapshot
                 c.execute("DELETE FROM log")
@@ -470,6 +514,7 @@ class SqliteStorage:
                     "INSERT OR REPLACE INTO snapshot(id, idx, term, membership, data) VALUES (1, ?, ?, ?, ?)",
                     (s.meta.index, s.meta.term, s.meta.membership.to_json(), s.data),
                 )
+                self._deferred = Writes()  # rows of entries the snapshot covers: its state replaces them
                 fsm.restore(c, s.data, s.meta.index)
                 self._set_meta(applied=str(s.meta.index))
                 self._snapshot_cache = s
@@ -479,12 +524,11 @@ class SqliteStorage:
                     "INSERT INTO log(idx, term, kind, data) VALUES (?, ?, ?, ?)",
                     [(e.index, e.term, e.kind.value, e.data) for e in rd.entries],
                 )
-            if hs is not None:
-                self._set_meta(term=str(hs.term), voted_for=json.dumps(hs.voted_for), commit=str(hs.commit))
-            results: list[Result | None] = []
-            if rd.committed:
-                results = fsm.apply(c, rd.committed)
-                self._set_meta(applied=str(fsm.applied))
+            if hs is not None and (hs.term, hs.voted_for) != self._term_vote:
+                self._set_meta(term=str(hs.term), voted_for=json.dumps(hs.voted_for))
+            results = fsm.apply(None, rd.committed, into=self._deferred) if rd.committed else []
+            if self._deferred.entries >= self.DEFER_MAX:
+                self._write_deferred(tx)
         if hs is not None:
             self._term_vote = (hs.term, hs.voted_for)
         return results
@@ -492,7 +536,11 @@ class SqliteStorage:
     def apply(self, committed: tuple[Entry, ...], fsm: StateMachine) -> list[Result | None]:
         """Apply entries already durable in the log; their rows wait for the next transaction
         (see the module docstring), or are written now, without an fsync, past DEFER_MAX."""
-        results = fsm.apply(None, committed, into=self._deferred)
+        try:
+            results = fsm.apply(None, committed, into=self._deferred)
+        except BaseException as e:
+            self._failed = e
+            raise
         if self._deferred.entries >= self.DEFER_MAX:
             self.flush()
         return results
@@ -501,12 +549,20 @@ class SqliteStorage:
     def deferred(self) -> int:
         return self._deferred.entries
 
+    @property
+    def waiting(self) -> bool:
+        return bool(self._deferred.entries) or self._deferred_commit is not None
+
     def flush(self) -> None:
         """Write the rows, applied and commit index that wait, without an fsync."""
-        if self._deferred.entries or self._deferred_commit is not None:
+        if self.waiting and self._failed is None:
             self._set_sync("NORMAL")
-            with self._tx():
-                pass
+            try:
+                with self._tx():
+                    pass
+            except BaseException as e:
+                self._failed = e
+                raise
 
     def _set_sync(self, mode: str) -> None:
         if self._unsafe:
@@ -570,7 +626,7 @@ class SqliteStorage:
         return incarnation
 
     def close(self) -> None:
-        self.flush()
+        self.flush()  # unless a write failed
         self.conn.close()
 
 
@@ -598,26 +654,31 @@ def fsync_dir(path: Path) -> None:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE, then ``first`` (what waits to be written goes in first); COMMIT and
-    the callback ``first`` returned, or ROLLBACK."""
+    """BEGIN IMMEDIATE and ``first`` (what waits to be written goes in first); then COMMIT and
+    the ``on_commit`` callbacks, or ROLLBACK."""
 
-    def __init__(self, conn: sqlite3.Connection, first: Callable[[], Callable[[], None] | None]) -> None:
+    def __init__(self, conn: sqlite3.Connection, first: Callable[[_Transaction], None] | None = None) -> None:
         self.conn = conn
         self.first = first
-        self.committed: Callable[[], None] | None = None
+        self._on_commit: list[Callable[[], None]] = []
 
-    def __enter__(self) -> None:
+    def on_commit(self, fn: Callable[[], None]) -> None:
+        self._on_commit.append(fn)
+
+    def __enter__(self) -> _Transaction:
         self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            self.committed = self.first()
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
+        if self.first is not None:
+            try:
+                self.first(self)
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.conn.execute("COMMIT")
-            if self.committed is not None:
-                self.committed()
+            for fn in self._on_commit:
+                fn()
         else:
             self.conn.execute("ROLLBACK")

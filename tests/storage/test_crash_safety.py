@@ -3,10 +3,10 @@ the reopened database must be consistent: nothing reported durable is
 missing, no entry is torn, and the state machine equals the stored log
 applied up to the stored applied index.
 
-A Ready that only commits and applies writes nothing at once (node/storage.py:
-its rows wait for the next transaction), so the child reports the commit and
-applied index as of its last transaction: an entries write, a flush (explicit,
-or past DEFER_MAX, small for some seeds) or a compaction."""
+Applied entries' rows, the applied and the commit index wait in memory until
+they are written together (node/storage.py: a flush, explicit or past
+DEFER_MAX, small for some seeds, or a compaction), so the child reports the
+commit and applied index as of the last time nothing waited."""
 
 from __future__ import annotations
 
@@ -55,10 +55,6 @@ def save(entries=(), new_commit=None):
         commit = new_commit
     committed = tuple(log[i] for i in range(fsm.applied + 1, commit + 1)) if new_commit is not None else ()
     s.save(Ready(HardState(Term(term), NodeId("n1"), Index(commit)), tuple(entries), None, (), committed, ()), fsm)
-    if entries:                                          # an fsynced transaction: all of it is on disk
-        durable = (commit, fsm.applied)
-    elif s.deferred == 0:                                # past DEFER_MAX: the rows went, this commit index not
-        durable = (durable[0], fsm.applied)
 
 while True:
     x = rng.random()
@@ -80,11 +76,11 @@ while True:
         save((), rng.randint(commit + 1, last))
     elif x < 0.93:                                      # what waits is written (ThreadedStorage, on a timer)
         s.flush()
-        durable = (commit, fsm.applied)
     elif fsm.applied > snap:                            # compaction
         meta = SnapshotMeta(Index(fsm.applied), log[fsm.applied].term, MEMBERSHIP)
         s.save_snapshot(meta, fsm.serialize())
         snap = meta.index
+    if not s.waiting:
         durable = (commit, fsm.applied)
     print(json.dumps({"commit": durable[0], "applied": durable[1], "snap": snap, "term": term}), flush=True)
 '''

@@ -184,9 +184,13 @@ def test_a_ready_that_fails_to_apply_leaves_nothing_behind(db: Path) -> None:
     s, fsm, _ = reopen(db)
     good = (cmd(1, 1, "put", "a", value="1"),)
     s.save(ready(HardState(Term(1), None, Index(1)), good, committed=good), fsm)
+    s.flush()
     bad = Entry(Index(2), Term(1), EntryKind.NORMAL, json.dumps({"op": "explode", "key": "a"}))
     with pytest.raises(AssertionError):
         s.save(ready(HardState(Term(1), None, Index(2)), (bad,), committed=(bad,)), fsm)
+    # what waits in memory now covers a write that never happened: nothing more is written
+    with pytest.raises(StorageError):
+        s.save_snapshot(SnapshotMeta(Index(1), Term(1), MEMBERSHIP), b"")
     s.close()
     _, fsm2, st = reopen(db)  # one transaction per Ready: all of it or none of it
     assert st.entries == good and st.applied == 1 and st.hard_state.commit == 1
@@ -326,23 +330,27 @@ def _on_disk(path: Path) -> tuple[dict[str, str], dict[str, str]]:
         conn.close()
 
 
-def test_a_ready_that_only_commits_applies_in_memory_and_its_rows_go_with_the_next_transaction(db: Path) -> None:
+def test_applied_rows_and_the_commit_index_wait_for_a_flush(db: Path) -> None:
     s, fsm, _ = reopen(db)
     s.save(ready(HardState(Term(2), NodeId("n1"), Index(0)), ENTRIES[:4]), fsm)
     results = s.save(ready(HardState(Term(2), NodeId("n1"), Index(4)), committed=ENTRIES[:4]), fsm)
     assert results == [{"index": 1}, None, {"index": 3}, {"index": 4}]
     assert fsm.applied == 4 and fsm.kv["a"] == ("2", 4) and fsm.cached("c1", 2) == {"index": 4}
-    assert s.deferred == 4
+    assert s.deferred == 4 and s.waiting
     kv, meta = _on_disk(db)
     assert kv == {} and (meta["applied"], meta["commit"]) == ("0", "0"), "a commit alone was written at once"
-    # the next transaction (entries: fsynced) writes them first
-    s.save(ready(None, ENTRIES[4:6]), fsm)
+    # an fsynced transaction carries its log entries only: the rows still wait
+    s.save(ready(HardState(Term(2), NodeId("n1"), Index(5)), ENTRIES[4:6], committed=ENTRIES[4:5]), fsm)
     kv, meta = _on_disk(db)
-    assert kv == {"a": "2", "b": "é😀\x00"} and (meta["applied"], meta["commit"]) == ("4", "4")
-    assert s.deferred == 0
+    assert kv == {} and (meta["applied"], meta["commit"]) == ("0", "0")
+    assert [r[0] for r in sqlite3.connect(db).execute("SELECT idx FROM log")] == [1, 2, 3, 4, 5, 6]
+    s.flush()
+    kv, meta = _on_disk(db)
+    assert kv == {"a": "2", "b": "é😀\x00"} and (meta["applied"], meta["commit"]) == ("5", "5")
+    assert s.deferred == 0 and not s.waiting
     s.close()
     _, fsm2, st = reopen(db)
-    assert st.applied == 4 and fsm2.kv == fsm.kv and fsm2.sessions == fsm.sessions
+    assert st.applied == 5 and fsm2.kv == fsm.kv and fsm2.sessions == fsm.sessions
 
 
 def test_flush_writes_what_waits_and_so_does_close(db: Path) -> None:
@@ -362,18 +370,23 @@ def test_flush_writes_what_waits_and_so_does_close(db: Path) -> None:
 def test_rows_wait_for_at_most_defer_max_entries(db: Path) -> None:
     s, fsm, _ = reopen(db)
     s.DEFER_MAX = 3
-    s.save(ready(HardState(Term(2), NodeId("n1"), Index(0)), ENTRIES), fsm)
+    s.save(ready(HardState(Term(2), NodeId("n1"), Index(0)), ENTRIES[:6]), fsm)
     s.save(ready(HardState(Term(2), NodeId("n1"), Index(2)), committed=ENTRIES[:2]), fsm)
     assert _on_disk(db)[1]["applied"] == "0"
     s.save(ready(HardState(Term(2), NodeId("n1"), Index(3)), committed=ENTRIES[2:3]), fsm)
     kv, meta = _on_disk(db)
     assert (meta["applied"], meta["commit"]) == ("3", "3") and kv == {"a": "1", "b": "é😀\x00"}
+    # and in an fsynced transaction, with its own entries and commit index
+    s.save(ready(HardState(Term(2), NodeId("n1"), Index(7)), ENTRIES[6:], committed=ENTRIES[3:7]), fsm)
+    kv, meta = _on_disk(db)
+    assert (meta["applied"], meta["commit"]) == ("7", "7") and kv["c"] == "3"
     s.close()
 
 
 def test_a_crash_before_the_rows_are_written_replays_them_from_the_log(db: Path) -> None:
     s, fsm, _ = reopen(db)
     s.save(ready(HardState(Term(2), NodeId("n1"), Index(2)), ENTRIES, committed=ENTRIES[:2]), fsm)
+    s.flush()
     s.save(ready(HardState(Term(2), NodeId("n1"), Index(8)), committed=ENTRIES[2:]), fsm)
     s.conn.close()  # the process dies: what waited in memory is gone
     _, fsm2, st = reopen(db)

@@ -143,3 +143,33 @@ def test_close_writes_what_waits(tmp_path: Path) -> None:
     st = store.load(fsm)
     assert st.applied == 3 and st.hard_state.commit == 3 and fsm.kv == kv
     store.close()
+
+
+class FailingFlush(WhereStore):
+    """Applied rows wait; writing them fails (a full disk)."""
+
+    @property
+    def waiting(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_flush_that_fails_stops_the_next_write() -> None:
+    async def scenario() -> None:
+        store = FailingFlush()
+        storage = ThreadedStorage(store, KVStateMachine())
+        storage.FLUSH_S = 0.01
+        await storage.save(follower_ready(1))
+        deadline = time.monotonic() + 10
+        while True:  # the timer fires, the worker's flush fails
+            try:
+                await storage.save(follower_ready(2))
+            except OSError:
+                break
+            assert time.monotonic() < deadline, "a failed flush went unnoticed"
+            await asyncio.sleep(0.01)
+        await storage.close()
+
+    asyncio.run(scenario())
