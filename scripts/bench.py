@@ -507,7 +507,7 @@ class Contender:
 class Settings:
     duration: int = 5
     warmup: int = 2
-    idle_seconds: float = 5.0
+    idle_seconds: float = 10.0  # CPU time is counted in 10 ms ticks: 5 s would mean steps of 0.2 %
     failovers: int = 5
     heals: int = 3
     heal_window: float = 3.0
@@ -1072,7 +1072,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="fresh clusters per system, interleaved (default 2)")
     p.add_argument("--duration", "--seconds", type=int, default=5, help="seconds per load point (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up writes per cluster (default 2)")
-    p.add_argument("--idle-seconds", type=float, default=5.0, help="idle CPU window (default 5)")
+    p.add_argument("--idle-seconds", type=float, default=10.0, help="idle CPU window (default 10)")
     p.add_argument("--failovers", type=int, default=5, help="leader kills (and restarts) per cluster (default 5)")
     p.add_argument("--heals", type=int, default=3, help="isolate/heal trials per cluster (default 3)")
     p.add_argument("--heal-window", type=float, default=3.0, help="seconds probed after each heal (default 3)")
