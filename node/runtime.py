@@ -170,6 +170,8 @@ class Runtime:
         self._join_task: asyncio.Task[None] | None = None
         self._snapshot_task: asyncio.Task[None] | None = None
         self._ticker: Timer | None = None
+        self._tick_s = config.tick_s
+        self._tick_every = 1  # ticks per wake of the ticker (see _on_tick)
         self._stopping = False
         self._last_role = self.core.role
         self._last_term = self.core.term
@@ -184,7 +186,7 @@ class Runtime:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         await self.transport.start()
-        self._ticker = self.clock.call_later(self.config.tick_s, self._on_tick)
+        self._ticker = self.clock.call_later(self._tick_s, self._on_tick)
         self._task = asyncio.create_task(self._drive(), name="raft-drive")
         if self.config.join and not self.core.membership.members:
             self._join_task = asyncio.create_task(self._join(self.config.join), name="join")
@@ -219,9 +221,14 @@ class Runtime:
     def _on_tick(self) -> None:
         if self._stopping:
             return
-        self._tick_due += 1
+        self._tick_due += self._tick_every
         self._wake.set()
-        self._ticker = self.clock.call_later(self.config.tick_s, self._on_tick)
+        # A leader's timers (heartbeats, CheckQuorum, a transfer) run in heartbeat intervals:
+        # it wakes once per heartbeat with the ticks of it, not every tick, which halves an
+        # idle leader's wake-ups (issue 11); followers and candidates keep every tick for their
+        # randomised election timeouts.
+        self._tick_every = self.core.cfg.heartbeat_ticks if self.core.role is Role.LEADER else 1
+        self._ticker = self.clock.call_later(self._tick_s * self._tick_every, self._on_tick)
 
     # ------------------------------------------------------------------ the loop
     async def _drive(self) -> None:

@@ -243,6 +243,37 @@ def test_a_leaders_appends_leave_before_its_own_write_starts() -> None:
     run(scenario())
 
 
+def test_an_idle_leader_wakes_once_per_heartbeat_and_still_sends_each_one() -> None:
+    async def scenario() -> None:
+        async with Bed() as bed:
+            await bed.elect_and_commit()
+            hb = bed.core.cfg.heartbeat_ticks
+            assert hb >= 2, "the default configuration has two ticks per heartbeat"
+            await bed.run_ticks(2 * hb)  # the ticker has switched to the leader's period
+            bed.ack("n2", "n3")
+            wakes = 0
+            real = bed.rt._on_tick
+
+            def counting() -> None:
+                nonlocal wakes
+                wakes += 1
+                real()
+            bed.rt._ticker.cancel()  # type: ignore[union-attr]
+            bed.rt._ticker = bed.clock.call_later(bed.cfg.tick_s * hb, counting)
+            bed.rt._on_tick = counting  # type: ignore[method-assign]
+            beats = 0
+            for _ in range(10):  # ten heartbeat intervals; the followers answer each heartbeat
+                await bed.run_ticks(hb)
+                beats += len([m for m in bed.transport.out if isinstance(m, AppendEntries) and m.dst == "n2"])
+                bed.ack("n2", "n3")
+                await bed.settle()
+            assert bed.core.role is Role.LEADER
+            assert wakes == 10, f"{wakes} wake-ups in 10 heartbeat intervals"
+            assert beats == 10, f"{beats} heartbeats to n2 in 10 heartbeat intervals"
+
+    run(scenario())
+
+
 # ---------------------------------------------------------------------- the checker itself
 
 
