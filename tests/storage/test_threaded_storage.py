@@ -92,6 +92,14 @@ def test_a_write_while_the_worker_is_busy_waits_its_turn_in_the_worker() -> None
     asyncio.run(scenario())
 
 
+def _on_sqlite(path: Path) -> tuple[SqliteStorage, KVStateMachine, ThreadedStorage]:
+    store = SqliteStorage(path)
+    store.bootstrap("n1", "cid", MEMBERSHIP)
+    fsm = KVStateMachine()
+    store.load(fsm)
+    return store, fsm, ThreadedStorage(store, fsm)
+
+
 def _applied_on_disk(path: Path) -> int:
     conn = sqlite3.connect(path)
     try:
@@ -103,11 +111,7 @@ def _applied_on_disk(path: Path) -> int:
 def test_rows_left_waiting_are_written_within_flush_s(tmp_path: Path) -> None:
     async def scenario() -> None:
         path = tmp_path / "raft.db"
-        store = SqliteStorage(path)
-        store.bootstrap("n1", "cid", MEMBERSHIP)
-        fsm = KVStateMachine()
-        store.load(fsm)
-        storage = ThreadedStorage(store, fsm)
+        store, fsm, storage = _on_sqlite(path)
         entries: tuple[Entry, ...] = tuple(entry(i, 1) for i in range(1, 4))
         await storage.save(Ready(HS, entries, None, (), (), ()))
         await storage.apply(entries)
@@ -124,12 +128,7 @@ def test_rows_left_waiting_are_written_within_flush_s(tmp_path: Path) -> None:
 
 def test_close_writes_what_waits(tmp_path: Path) -> None:
     async def scenario() -> Any:
-        path = tmp_path / "raft.db"
-        store = SqliteStorage(path)
-        store.bootstrap("n1", "cid", MEMBERSHIP)
-        fsm = KVStateMachine()
-        store.load(fsm)
-        storage = ThreadedStorage(store, fsm)
+        store, fsm, storage = _on_sqlite(tmp_path / "raft.db")
         entries = tuple(entry(i, 1) for i in range(1, 4))
         await storage.save(Ready(HS, entries, None, (), (), ()))
         await storage.save(Ready(HardState(Term(1), N1, Index(3)), (), None, (), entries, ()))
