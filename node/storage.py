@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -84,8 +85,6 @@ class LogStore(Protocol):
     def save(self, rd: Ready, fsm: StateMachine) -> list[Result | None]: ...
     def needs_sync(self, rd: Ready) -> bool: ...
     def apply(self, committed: tuple[Entry, ...], fsm: StateMachine) -> list[Result | None]: ...
-    @property
-    def deferred(self) -> int: ...  # applied entries whose rows are not written yet
     @property
     def waiting(self) -> bool: ...  # rows, or a commit index, not written yet
     def flush(self) -> None: ...  # write them now
@@ -165,17 +164,13 @@ class ThreadedStorage:
         if self._failed is not None:
             raise self._failed
         sync = self.store.needs_sync(rd)
-        if self._pending == 0 and len(rd.committed) <= self.INLINE_MAX:
-            if not sync:
-                return self.store.save(rd, self.fsm)
-            if not rd.messages_now() and self._last_sync_s < self.INLINE_SYNC_MAX_S:
-                start = time.perf_counter()
-                try:
-                    return self.store.save(rd, self.fsm)
-                finally:
-                    self._last_sync_s = time.perf_counter() - start
+        inline = self._pending == 0 and len(rd.committed) <= self.INLINE_MAX
+        if inline and not sync:
+            return self.store.save(rd, self.fsm)
         start = time.perf_counter()
         try:
+            if inline and not rd.messages_now() and self._last_sync_s < self.INLINE_SYNC_MAX_S:
+                return self.store.save(rd, self.fsm)
             return await self._run(self.store.save, rd, self.fsm)
         finally:
             if sync:
@@ -321,12 +316,8 @@ class MemoryStorage:
         return incarnation
 
     @property
-    def deferred(self) -> int:
-        return 0  # memory is where this store keeps everything
-
-    @property
     def waiting(self) -> bool:
-        return False
+        return False  # memory is where this store keeps everything
 
     def flush(self) -> None:
         pass
@@ -491,12 +482,18 @@ class SqliteStorage:
     def needs_sync(self, rd: Ready) -> bool:
         return needs_sync(rd, self._term_vote)
 
-    def save(self, rd: Ready, fsm: StateMachine) -> list[Result | None]:
+    @contextlib.contextmanager
+    def _fatal(self) -> Iterator[None]:
+        """A failure in here is the store's last: nothing is written after it."""
         try:
-            return self._save(rd, fsm)
+            yield
         except BaseException as e:
             self._failed = e
             raise
+
+    def save(self, rd: Ready, fsm: StateMachine) -> list[Result | None]:
+        with self._fatal():
+            return self._save(rd, fsm)
 
     def _save(self, rd: Ready, fsm: StateMachine) -> list[Result | None]:
         hs = rd.hard_state
@@ -534,13 +531,10 @@ class SqliteStorage:
         return results
 
     def apply(self, committed: tuple[Entry, ...], fsm: StateMachine) -> list[Result | None]:
-        """Apply entries already durable in the log; their rows wait for the next transaction
-        (see the module docstring), or are written now, without an fsync, past DEFER_MAX."""
-        try:
+        """Apply entries already durable in the log; their rows wait for a flush (see the
+        module docstring), or are written now, without an fsync, past DEFER_MAX."""
+        with self._fatal():
             results = fsm.apply(None, committed, into=self._deferred)
-        except BaseException as e:
-            self._failed = e
-            raise
         if self._deferred.entries >= self.DEFER_MAX:
             self.flush()
         return results
@@ -557,12 +551,8 @@ class SqliteStorage:
         """Write the rows, applied and commit index that wait, without an fsync."""
         if self.waiting and self._failed is None:
             self._set_sync("NORMAL")
-            try:
-                with self._tx():
-                    pass
-            except BaseException as e:
-                self._failed = e
-                raise
+            with self._fatal(), self._tx():
+                pass
 
     def _set_sync(self, mode: str) -> None:
         if self._unsafe:
